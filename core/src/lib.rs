@@ -1,0 +1,3 @@
+//! Egret's protocol and policy core.
+pub mod host;
+pub mod policy;
