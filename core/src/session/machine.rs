@@ -1,0 +1,1111 @@
+//! Every state transition of a session, in one file.
+//!
+//! ```text
+//!                 accept (header timer)
+//!                    │
+//!      ┌──────────► AwaitRequest ──── bad head 400/431, 408, denied 403 ────────┐
+//!      │   keep-     │ head parsed, name allowed                                 │
+//!      │   alive     ├───────── same destination, kept-alive upstream ───┐       │
+//!      │             ▼                                                   │       │
+//!      │         Resolving ─── NXDOMAIN/timeout 503, only private 403 ───┼───────┤
+//!      │             │ checked addresses                                 │       │
+//!      │             ▼                                                   │       │
+//!      │         Connecting ── next address … all failed 503 / 504 ──────┼───────┤
+//!      │             │ connected                                         │       │
+//!      │     CONNECT ├──► TunnelOpening ──► Tunnel ──► Finished          │       │
+//!      │             ▼     (200 queued)     (Splice)                     │       ▼
+//!      └──────── Exchange ◄──────────────────────────────────────────────┘    Closing
+//!         response    │ close after (HTTP/1.0, Connection: close,            (reply flushed,
+//!         complete    │ read-to-close body, shutdown)                         FIN, linger)
+//!                     └───────────────────────────────────────────────────────► │
+//!                                                                               ▼
+//!                                                                            Finished
+//! ```
+//!
+//! | state          | reads              | leaves on                                   |
+//! |----------------|--------------------|---------------------------------------------|
+//! | AwaitRequest   | client (head)      | head parsed / rejected, EOF, idle, shutdown |
+//! | Resolving      | —                  | answer, resolve timer                       |
+//! | Connecting     | —                  | connected, refused, connect timer           |
+//! | Exchange       | client body, upstream response | response complete, errors, idle |
+//! | TunnelOpening  | —                  | both outbound buffers empty → Splice        |
+//! | Tunnel         | (runtime splices)  | splice end, idle, drain deadline            |
+//! | Closing        | client (discarded) | client EOF, linger timer                    |
+//! | Finished       | —                  | —                                           |
+//!
+//! Errors become replies while nothing of a response has reached the client, and a reset
+//! once something has (the client could not tell a reply from the truncated response).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use smallvec::{SmallVec, smallvec};
+
+use super::Interest;
+use super::timer::Timer;
+use super::{Action, Close, ConnectError, Peer, ResolveError, Session, SpliceEnd, Ticket};
+use crate::event::{Access, Closed, Decided, Event, Reason};
+use crate::gateway::ListenerKind;
+use crate::host::Host;
+use crate::http::body::{BodyError, BodyReader};
+use crate::http::request::{self, Form, Framing, Kind, Rejection, Request};
+use crate::http::response::{self, Body};
+use crate::http::{find_head_end, push_header};
+use crate::policy::{DenyReason, Mode, Policy, Verdict};
+use crate::reply::{CONNECT_ESTABLISHED, Reply};
+
+/// Above this many bytes waiting for a peer, the session stops reading from the other one.
+const HIGH_WATER: usize = 64 * 1024;
+/// The most addresses tried for one destination.
+const MAX_CANDIDATES: usize = 8;
+
+const CLIENT: usize = Peer::Client as usize;
+const UPSTREAM: usize = Peer::Upstream as usize;
+
+/// Where a session is in its life; see the module diagram.
+#[derive(Clone, Debug)]
+pub(crate) enum State {
+    /// Reading a request head (the first, or the next on a kept-alive connection).
+    AwaitRequest,
+    /// Waiting for DNS.
+    Resolving { ticket: Ticket },
+    /// Trying checked addresses in order.
+    Connecting {
+        ticket: Ticket,
+        candidates: SmallVec<[SocketAddr; 4]>,
+        /// The index of the address being tried.
+        current: usize,
+    },
+    /// Forwarding one HTTP request and its response.
+    Exchange,
+    /// The CONNECT reply is queued; splice once both outbound buffers are empty.
+    TunnelOpening,
+    /// Spliced by the runtime.
+    Tunnel,
+    /// An error reply or the last response is being flushed; then FIN, then lingering reads.
+    Closing { fin_sent: bool },
+    /// Closed.
+    Finished,
+}
+
+/// The upstream connection and what it was opened for.
+#[derive(Clone, Debug)]
+pub(crate) struct UpstreamLink {
+    host: Host,
+    port: u16,
+    addr: SocketAddr,
+}
+
+/// Progress of a response.
+#[derive(Clone, Debug)]
+enum ResponsePhase {
+    AwaitHead,
+    Body(BodyReader),
+    Done,
+}
+
+/// The request or tunnel in progress: what the access log needs, and forwarding state.
+#[derive(Debug)]
+pub(crate) struct Txn {
+    seq: u32,
+    started: Instant,
+    method: Box<str>,
+    url: String,
+    host: Option<Host>,
+    port: u16,
+    kind: Kind,
+    access: Option<Access>,
+    rule: Option<Arc<str>>,
+    /// The policy that decided; addresses are checked against the same one.
+    policy: Option<Arc<Policy>>,
+    status: u16,
+    content_type: Option<Box<str>>,
+    bytes_to_client: u64,
+    bytes_from_client: u64,
+    upstream_addr: Option<SocketAddr>,
+    version: u8,
+    keep_alive: bool,
+    is_head: bool,
+    framing: Framing,
+    /// The head for the upstream, kept while a retry on a fresh connection is possible.
+    forward_head: Vec<u8>,
+    /// The request rides a reused connection and has no body: if that connection turns out
+    /// to be closed before any response byte, it is sent again on a new one.
+    retryable: bool,
+    request_body: BodyReader,
+    response: ResponsePhase,
+    /// Part of a final response has been queued for the client.
+    response_started: bool,
+    /// The client connection closes after this exchange.
+    close_after: bool,
+    /// The upstream connection may carry the next request.
+    upstream_reusable: bool,
+}
+
+impl Session {
+    pub(super) fn on_accept(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Header, now + self.config.limits.header_timeout);
+    }
+
+    pub(super) fn derive_interest(&self) -> Interest {
+        let limits = &self.config.limits;
+        let read_client = !self.client_eof
+            && match &self.state {
+                State::AwaitRequest => self.inbox.len() <= limits.max_header_bytes,
+                State::Exchange => {
+                    self.txn.as_ref().is_some_and(|t| !t.request_body.is_done())
+                        && self.out[UPSTREAM].len() < HIGH_WATER
+                }
+                State::Closing { .. } => true,
+                State::Resolving { .. }
+                | State::Connecting { .. }
+                | State::TunnelOpening
+                | State::Tunnel
+                | State::Finished => false,
+            };
+        let read_upstream = match &self.state {
+            State::AwaitRequest => self.upstream.is_some(),
+            State::Exchange => self.out[CLIENT].len() < HIGH_WATER,
+            State::Resolving { .. }
+            | State::Connecting { .. }
+            | State::TunnelOpening
+            | State::Tunnel
+            | State::Closing { .. }
+            | State::Finished => false,
+        };
+        Interest {
+            read_client,
+            read_upstream,
+        }
+    }
+
+    pub(super) fn on_client_data(&mut self, now: Instant, data: &[u8]) {
+        match self.state {
+            State::AwaitRequest => {
+                self.inbox.extend_from_slice(data);
+                self.advance_request(now);
+            }
+            State::Exchange => self.forward_request_body(now, data),
+            State::Resolving { .. } | State::Connecting { .. } => {
+                // Held until the upstream is open: a body, pipelined bytes, or the start of a
+                // tunnel's stream.
+                self.inbox.extend_from_slice(data);
+            }
+            State::TunnelOpening => {
+                self.out[UPSTREAM].push(data);
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.bytes_from_client += data.len() as u64;
+                }
+            }
+            // Lingering close: read and discard so the reply is not lost to a reset.
+            State::Closing { .. } | State::Tunnel | State::Finished => {}
+        }
+    }
+
+    pub(super) fn on_upstream_data(&mut self, now: Instant, data: &[u8]) {
+        match self.state {
+            State::Exchange => self.on_response_data(now, data),
+            // A kept-alive upstream that speaks out of turn cannot be trusted with a request.
+            State::AwaitRequest => self.drop_upstream(),
+            State::TunnelOpening => {
+                self.out[CLIENT].push(data);
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.bytes_to_client += data.len() as u64;
+                }
+            }
+            State::Resolving { .. }
+            | State::Connecting { .. }
+            | State::Tunnel
+            | State::Closing { .. }
+            | State::Finished => {}
+        }
+    }
+
+    pub(super) fn on_written(&mut self, now: Instant) {
+        match self.state {
+            State::TunnelOpening => self.maybe_splice(now),
+            State::Closing { fin_sent: false } => self.maybe_fin(now),
+            State::Exchange => self.touch(now),
+            State::AwaitRequest
+            | State::Resolving { .. }
+            | State::Connecting { .. }
+            | State::Tunnel
+            | State::Closing { fin_sent: true }
+            | State::Finished => {}
+        }
+    }
+
+    pub(super) fn on_eof(&mut self, now: Instant, peer: Peer) {
+        match peer {
+            Peer::Client => self.on_client_eof(now),
+            Peer::Upstream => self.on_upstream_gone(now),
+        }
+    }
+
+    pub(super) fn on_io_error(&mut self, now: Instant, peer: Peer) {
+        match peer {
+            Peer::Client => {
+                self.client_eof = true;
+                self.abort(now, Reason::ClientClosed, Some("client_reset"));
+            }
+            Peer::Upstream => self.on_upstream_gone(now),
+        }
+    }
+
+    pub(super) fn on_resolved(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        result: Result<&[IpAddr], ResolveError>,
+    ) {
+        let State::Resolving { ticket: expected } = self.state else {
+            return;
+        };
+        if expected != ticket {
+            return;
+        }
+        self.timers.clear(Timer::Resolve);
+        match result {
+            Ok([]) | Err(ResolveError::NotFound) => {
+                self.fail(now, Reply::DnsFail, Reason::DnsFailed, Some("nxdomain"));
+            }
+            Err(ResolveError::Failed) => {
+                self.fail(
+                    now,
+                    Reply::DnsFail,
+                    Reason::DnsFailed,
+                    Some("resolver_error"),
+                );
+            }
+            Ok(addrs) => self.connect_checked(now, addrs),
+        }
+    }
+
+    pub(super) fn on_connected(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        result: Result<(), ConnectError>,
+    ) {
+        let State::Connecting {
+            ticket: expected,
+            ref candidates,
+            current,
+        } = self.state
+        else {
+            return;
+        };
+        if expected != ticket {
+            return;
+        }
+        self.timers.clear(Timer::Connect);
+        let addr = candidates[current];
+        match result {
+            Ok(()) => {
+                let Some(txn) = self.txn.as_mut() else {
+                    return self.close(Close::Reset);
+                };
+                let (Some(host), port) = (txn.host.clone(), txn.port) else {
+                    return self.close(Close::Reset);
+                };
+                txn.upstream_addr = Some(addr);
+                self.upstream = Some(UpstreamLink { host, port, addr });
+                match txn.kind {
+                    Kind::Connect => self.open_tunnel(now),
+                    Kind::Forward => self.begin_exchange(now),
+                }
+            }
+            Err(error) => {
+                let detail = match error {
+                    ConnectError::Refused => "connection_refused",
+                    ConnectError::Unreachable => "unreachable",
+                    ConnectError::Other => "connect_error",
+                };
+                self.next_attempt(now, Reply::ConnectFail, Reason::ConnectFailed, detail);
+            }
+        }
+    }
+
+    pub(super) fn on_splice_progress(&mut self, now: Instant, from: Peer, bytes: u64) {
+        if !matches!(self.state, State::Tunnel) {
+            return;
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            match from {
+                Peer::Client => txn.bytes_from_client += bytes,
+                Peer::Upstream => txn.bytes_to_client += bytes,
+            }
+        }
+        self.touch(now);
+    }
+
+    pub(super) fn on_splice_end(&mut self, now: Instant, end: SpliceEnd) {
+        if !matches!(self.state, State::Tunnel) {
+            return;
+        }
+        match end {
+            SpliceEnd::Finished => {
+                self.finish_txn(now, Reason::Completed, None);
+                self.close(Close::Graceful);
+            }
+            SpliceEnd::Failed(Peer::Client) => {
+                self.abort(now, Reason::ClientClosed, Some("client_reset"));
+            }
+            SpliceEnd::Failed(Peer::Upstream) => {
+                self.abort(now, Reason::UpstreamClosed, Some("upstream_reset"));
+            }
+        }
+    }
+
+    pub(super) fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Header => {
+                if matches!(self.state, State::AwaitRequest) {
+                    self.open_error_txn(now, "error:request-timeout");
+                    self.fail(now, Reply::RequestTimeout, Reason::HeaderTimeout, None);
+                }
+            }
+            Timer::Idle => self.on_idle(now),
+            Timer::Resolve => {
+                if matches!(self.state, State::Resolving { .. }) {
+                    self.fail(now, Reply::DnsFail, Reason::DnsFailed, Some("dns_timeout"));
+                }
+            }
+            Timer::Connect => {
+                if matches!(self.state, State::Connecting { .. }) {
+                    self.next_attempt(
+                        now,
+                        Reply::ConnectTimeout,
+                        Reason::ConnectTimeout,
+                        "connect_timeout",
+                    );
+                }
+            }
+            Timer::Linger => {
+                if matches!(self.state, State::Closing { .. }) {
+                    self.close(Close::Graceful);
+                }
+            }
+            Timer::Drain => {
+                self.finish_txn(now, Reason::Shutdown, None);
+                self.close(Close::Graceful);
+            }
+        }
+    }
+
+    pub(super) fn on_shutdown(&mut self, now: Instant, deadline: Instant) {
+        if matches!(self.state, State::Finished) {
+            return;
+        }
+        self.draining = true;
+        self.timers.set(Timer::Drain, deadline);
+        if matches!(self.state, State::AwaitRequest) && self.request_started.is_none() {
+            self.start_closing(now);
+        }
+    }
+
+    // ---- requests ----
+
+    fn advance_request(&mut self, now: Instant) {
+        // RFC 9112 §2.2: empty lines before a request line are ignored.
+        let blank = self
+            .inbox
+            .chunks(2)
+            .take_while(|pair| *pair == b"\r\n")
+            .count()
+            * 2;
+        if blank > 0 {
+            self.inbox.drain(..blank);
+        }
+        if self.inbox.is_empty() {
+            return;
+        }
+        if self.request_started.is_none() {
+            self.request_started = Some(now);
+            self.timers.clear(Timer::Idle);
+            if !self.timers.is_set(Timer::Header) {
+                self.timers
+                    .set(Timer::Header, now + self.config.limits.header_timeout);
+            }
+        }
+        let max = self.config.limits.max_header_bytes;
+        let Some(end) = find_head_end(&self.inbox, self.inbox_searched) else {
+            if self.inbox.len() > max {
+                return self.reject_head(now, Rejection::TooLarge);
+            }
+            self.inbox_searched = self.inbox.len();
+            return;
+        };
+        self.inbox_searched = 0;
+        if end > max {
+            return self.reject_head(now, Rejection::TooLarge);
+        }
+        self.timers.clear(Timer::Header);
+        let form = match self.accepted.listener {
+            ListenerKind::Explicit => Form::Proxy,
+        };
+        match request::parse(&self.inbox, end, form) {
+            Ok(request) => {
+                self.inbox.drain(..end);
+                self.start_request(now, request);
+            }
+            Err(rejection) => self.reject_head(now, rejection),
+        }
+    }
+
+    fn reject_head(&mut self, now: Instant, rejection: Rejection) {
+        let (url, reply, reason, detail) = match rejection {
+            Rejection::TooLarge => (
+                "error:request-too-large",
+                Reply::HeaderTooLarge,
+                Reason::HeaderTooLarge,
+                None,
+            ),
+            Rejection::Invalid(detail) => (
+                "error:invalid-request",
+                Reply::InvalidRequest,
+                Reason::InvalidRequest,
+                Some(detail),
+            ),
+        };
+        self.open_error_txn(now, url);
+        if let Some(txn) = self.txn.as_mut() {
+            txn.bytes_from_client = self.inbox.len() as u64;
+        }
+        self.fail(now, reply, reason, detail);
+    }
+
+    fn start_request(&mut self, now: Instant, request: Request) {
+        self.seq += 1;
+        let started = self.request_started.take().unwrap_or(now);
+        let policy = self.store.load();
+        let decision = policy.decide(&request.host, request.port);
+        let access = match decision.verdict {
+            Verdict::Allow => Access::Allowed,
+            Verdict::Deny(reason) if policy.settings().mode == Mode::Audit => {
+                Access::Audited(reason)
+            }
+            Verdict::Deny(reason) => Access::Denied(reason),
+        };
+        self.txn = Some(Box::new(Txn {
+            seq: self.seq,
+            started,
+            is_head: request.is_head(),
+            method: request.method,
+            url: request.url,
+            host: Some(request.host),
+            port: request.port,
+            kind: request.kind,
+            access: Some(access),
+            rule: decision.rule,
+            policy: Some(policy),
+            status: 0,
+            content_type: None,
+            bytes_to_client: 0,
+            bytes_from_client: request.head_len as u64,
+            upstream_addr: None,
+            version: request.version,
+            keep_alive: request.keep_alive,
+            framing: request.body,
+            forward_head: request.forward_head,
+            retryable: false,
+            request_body: BodyReader::Done,
+            response: ResponsePhase::AwaitHead,
+            response_started: false,
+            close_after: false,
+            upstream_reusable: false,
+        }));
+        if let Access::Denied(reason) = access {
+            self.emit_decided(now);
+            return self.fail(
+                now,
+                Reply::AccessDenied,
+                Reason::Denied,
+                Some(reason.as_str()),
+            );
+        }
+        self.open_upstream(now);
+    }
+
+    /// Reuses the kept-alive upstream when it goes to the same destination, or resolves.
+    fn open_upstream(&mut self, now: Instant) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.close(Close::Reset);
+        };
+        let (Some(host), Some(policy)) = (txn.host.clone(), txn.policy.clone()) else {
+            return self.close(Close::Reset);
+        };
+        if let Some(link) = &self.upstream {
+            let same = txn.kind == Kind::Forward && link.host == host && link.port == txn.port;
+            if same && policy.check_addr(link.addr.ip()).is_ok() {
+                txn.upstream_addr = Some(link.addr);
+                txn.retryable = txn.framing == Framing::None;
+                self.emit_decided(now);
+                return self.begin_exchange(now);
+            }
+        }
+        self.drop_upstream();
+        match host {
+            Host::Ip(ip) => self.connect_checked(now, &[ip]),
+            Host::Name(name) => {
+                let ticket = self.ticket();
+                self.actions.push_back(Action::Resolve { ticket, name });
+                self.timers
+                    .set(Timer::Resolve, now + self.config.limits.connect_timeout);
+                self.state = State::Resolving { ticket };
+            }
+        }
+    }
+
+    /// Checks resolved addresses against the address classes and connects to the first
+    /// admitted one; a name whose every address is denied is denied.
+    fn connect_checked(&mut self, now: Instant, addrs: &[IpAddr]) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.close(Close::Reset);
+        };
+        let Some(policy) = txn.policy.clone() else {
+            return self.close(Close::Reset);
+        };
+        let mut candidates: SmallVec<[SocketAddr; 4]> = SmallVec::new();
+        let mut denied = None;
+        for &ip in addrs {
+            match policy.check_addr(ip) {
+                Ok(()) => {
+                    let addr = SocketAddr::new(ip, txn.port);
+                    if !candidates.contains(&addr) && candidates.len() < MAX_CANDIDATES {
+                        candidates.push(addr);
+                    }
+                }
+                Err(class) => {
+                    denied.get_or_insert(class);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            let class = denied.unwrap_or(crate::policy::AddrClass::Unspecified);
+            txn.access = Some(Access::Denied(DenyReason::PrivateAddress(class)));
+            self.emit_decided(now);
+            return self.fail(
+                now,
+                Reply::AccessDenied,
+                Reason::Denied,
+                Some(class.as_str()),
+            );
+        }
+        self.emit_decided(now);
+        self.attempt(now, candidates, 0);
+    }
+
+    fn attempt(&mut self, now: Instant, candidates: SmallVec<[SocketAddr; 4]>, current: usize) {
+        let ticket = self.ticket();
+        self.actions.push_back(Action::Connect {
+            ticket,
+            addr: candidates[current],
+        });
+        self.timers
+            .set(Timer::Connect, now + self.config.limits.connect_timeout);
+        self.state = State::Connecting {
+            ticket,
+            candidates,
+            current,
+        };
+    }
+
+    /// Tries the next address after a failed attempt, or replies with `reply`.
+    fn next_attempt(&mut self, now: Instant, reply: Reply, reason: Reason, detail: &'static str) {
+        let State::Connecting {
+            ref mut candidates,
+            current,
+            ..
+        } = self.state
+        else {
+            return;
+        };
+        if current + 1 < candidates.len() {
+            let candidates = std::mem::take(candidates);
+            return self.attempt(now, candidates, current + 1);
+        }
+        self.fail(now, reply, reason, Some(detail));
+    }
+
+    // ---- tunnels ----
+
+    fn open_tunnel(&mut self, now: Instant) {
+        self.out[CLIENT].push(CONNECT_ESTABLISHED);
+        let pending = std::mem::take(&mut self.inbox);
+        if !pending.is_empty() {
+            self.out[UPSTREAM].push(&pending);
+        }
+        if let Some(txn) = self.txn.as_mut() {
+            txn.status = 200;
+            txn.bytes_to_client += CONNECT_ESTABLISHED.len() as u64;
+            txn.bytes_from_client += pending.len() as u64;
+        }
+        self.state = State::TunnelOpening;
+        self.touch(now);
+        self.maybe_splice(now);
+    }
+
+    fn maybe_splice(&mut self, now: Instant) {
+        if self.out[CLIENT].is_empty() && self.out[UPSTREAM].is_empty() {
+            self.actions.push_back(Action::Splice);
+            self.state = State::Tunnel;
+            self.touch(now);
+        }
+    }
+
+    // ---- HTTP exchanges ----
+
+    fn begin_exchange(&mut self, now: Instant) {
+        let max_trailer = self.config.limits.max_header_bytes;
+        let Some(txn) = self.txn.as_mut() else {
+            return self.close(Close::Reset);
+        };
+        self.out[UPSTREAM].push(&txn.forward_head);
+        if !txn.retryable {
+            txn.forward_head = Vec::new();
+        }
+        txn.request_body = match txn.framing {
+            Framing::None => BodyReader::Done,
+            Framing::Length(n) => BodyReader::Length(n),
+            Framing::Chunked => BodyReader::chunked(max_trailer),
+        };
+        txn.response = ResponsePhase::AwaitHead;
+        self.upstream_inbox.clear();
+        self.upstream_searched = 0;
+        self.state = State::Exchange;
+        self.touch(now);
+        if !self.inbox.is_empty() {
+            let pending = std::mem::take(&mut self.inbox);
+            self.forward_request_body(now, &pending);
+        }
+    }
+
+    fn forward_request_body(&mut self, now: Instant, data: &[u8]) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if txn.request_body.is_done() {
+            // Pipelined: the next request waits for this exchange to end.
+            self.inbox.extend_from_slice(data);
+            return;
+        }
+        match txn.request_body.feed(data, self.out[UPSTREAM].buf_mut()) {
+            Ok(used) => {
+                txn.bytes_from_client += used as u64;
+                self.inbox.extend_from_slice(&data[used..]);
+                self.touch(now);
+            }
+            Err(BodyError(detail)) => {
+                self.fail(
+                    now,
+                    Reply::InvalidRequest,
+                    Reason::InvalidRequest,
+                    Some(detail),
+                );
+            }
+        }
+    }
+
+    fn on_response_data(&mut self, now: Instant, data: &[u8]) {
+        self.touch(now);
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        match txn.response {
+            ResponsePhase::AwaitHead => {
+                self.upstream_inbox.extend_from_slice(data);
+                self.advance_response(now);
+            }
+            ResponsePhase::Body(_) => self.forward_response_body(now, data),
+            ResponsePhase::Done => txn.upstream_reusable = false,
+        }
+    }
+
+    fn advance_response(&mut self, now: Instant) {
+        let max = self.config.limits.max_header_bytes;
+        loop {
+            let Some(txn) = self.txn.as_mut() else {
+                return;
+            };
+            let Some(end) = find_head_end(&self.upstream_inbox, self.upstream_searched) else {
+                if self.upstream_inbox.len() > max {
+                    let detail = Some("response_head_too_large");
+                    return self.fail(now, Reply::InvalidResponse, Reason::InvalidResponse, detail);
+                }
+                self.upstream_searched = self.upstream_inbox.len();
+                return;
+            };
+            self.upstream_searched = 0;
+            let parsed = match end > max {
+                true => Err(Rejection::TooLarge),
+                false => response::parse(&self.upstream_inbox, end, txn.is_head),
+            };
+            let response = match parsed {
+                Ok(response) => response,
+                Err(rejection) => {
+                    let detail = match rejection {
+                        Rejection::TooLarge => "response_head_too_large",
+                        Rejection::Invalid(detail) => detail,
+                    };
+                    let reason = Reason::InvalidResponse;
+                    return self.fail(now, Reply::InvalidResponse, reason, Some(detail));
+                }
+            };
+            self.upstream_inbox.drain(..end);
+            if response.is_interim() {
+                // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client.
+                if txn.version == 1 {
+                    let out = &mut self.out[CLIENT];
+                    out.push(&response.forward_head);
+                    out.push(b"\r\n");
+                    txn.bytes_to_client += response.forward_head.len() as u64 + 2;
+                }
+                continue;
+            }
+            if response.body == Body::Chunked && txn.version == 0 {
+                let detail = Some("chunked_response_to_http10");
+                return self.fail(now, Reply::InvalidResponse, Reason::InvalidResponse, detail);
+            }
+            txn.status = response.status;
+            txn.content_type = response.content_type;
+            txn.upstream_reusable = response.reusable;
+            txn.close_after |= !txn.keep_alive
+                || self.draining
+                || self.client_eof
+                || response.body == Body::UntilClose;
+            txn.response_started = true;
+            txn.forward_head = Vec::new();
+            let mut head = response.forward_head;
+            if txn.close_after {
+                push_header(&mut head, b"Connection", b"close");
+            }
+            head.extend_from_slice(b"\r\n");
+            self.out[CLIENT].push(&head);
+            txn.bytes_to_client += head.len() as u64;
+            txn.response = ResponsePhase::Body(match response.body {
+                Body::None => BodyReader::Done,
+                Body::Length(n) => BodyReader::Length(n),
+                Body::Chunked => BodyReader::chunked(max),
+                Body::UntilClose => BodyReader::UntilClose,
+            });
+            let rest = std::mem::take(&mut self.upstream_inbox);
+            return self.forward_response_body(now, &rest);
+        }
+    }
+
+    fn forward_response_body(&mut self, now: Instant, data: &[u8]) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let ResponsePhase::Body(reader) = &mut txn.response else {
+            return;
+        };
+        let out = self.out[CLIENT].buf_mut();
+        let before = out.len();
+        match reader.feed(data, out) {
+            Ok(used) => {
+                txn.bytes_to_client += (out.len() - before) as u64;
+                if used < data.len() {
+                    // Bytes after the end of a response: the connection is out of step.
+                    txn.upstream_reusable = false;
+                }
+                if reader.is_done() {
+                    txn.response = ResponsePhase::Done;
+                    self.complete_exchange(now);
+                }
+            }
+            Err(BodyError(detail)) => self.abort(now, Reason::InvalidResponse, Some(detail)),
+        }
+    }
+
+    /// Ends an exchange whose response is complete: next request, or close.
+    fn complete_exchange(&mut self, now: Instant) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        if !txn.request_body.is_done() {
+            // The upstream answered before the request body ended (an early 413, say): the
+            // rest of the body has nowhere to go.
+            txn.close_after = true;
+            txn.upstream_reusable = false;
+        }
+        let close = txn.close_after || self.client_eof || self.draining;
+        let reusable = txn.upstream_reusable;
+        self.finish_txn(now, Reason::Completed, None);
+        if !reusable || close {
+            self.drop_upstream();
+        }
+        if close {
+            return self.start_closing(now);
+        }
+        self.state = State::AwaitRequest;
+        self.touch(now);
+        if !self.inbox.is_empty() {
+            self.advance_request(now);
+        }
+    }
+
+    // ---- ends ----
+
+    fn on_client_eof(&mut self, now: Instant) {
+        self.client_eof = true;
+        match self.state {
+            State::AwaitRequest if self.inbox.is_empty() => self.start_closing(now),
+            State::AwaitRequest => self.reject_head(now, Rejection::Invalid("incomplete_head")),
+            State::Exchange if self.txn.as_ref().is_some_and(|t| !t.request_body.is_done()) => {
+                self.abort(now, Reason::ClientClosed, Some("request_truncated"));
+            }
+            State::Closing { .. } if self.out[CLIENT].is_empty() => self.close(Close::Graceful),
+            // A half-close after a complete request: the response is still delivered.
+            State::Exchange
+            | State::Resolving { .. }
+            | State::Connecting { .. }
+            | State::TunnelOpening
+            | State::Tunnel
+            | State::Closing { .. }
+            | State::Finished => {}
+        }
+    }
+
+    fn on_upstream_gone(&mut self, now: Instant) {
+        match self.state {
+            State::AwaitRequest => self.drop_upstream(),
+            State::Exchange => self.upstream_ended(now),
+            State::TunnelOpening => {
+                self.finish_txn(now, Reason::UpstreamClosed, None);
+                self.drop_upstream();
+                self.start_closing(now);
+            }
+            State::Resolving { .. }
+            | State::Connecting { .. }
+            | State::Tunnel
+            | State::Closing { .. }
+            | State::Finished => {}
+        }
+    }
+
+    fn upstream_ended(&mut self, now: Instant) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        match &txn.response {
+            ResponsePhase::AwaitHead => {
+                let untouched = self.upstream_inbox.is_empty();
+                if txn.retryable && untouched && txn.request_body.is_done() {
+                    // A kept-alive connection the upstream had closed: send again, once.
+                    txn.retryable = false;
+                    let addr = txn.upstream_addr;
+                    self.drop_upstream();
+                    if let Some(addr) = addr {
+                        return self.attempt(now, smallvec![addr], 0);
+                    }
+                }
+                if untouched {
+                    self.fail(now, Reply::EmptyResponse, Reason::EmptyResponse, None);
+                } else {
+                    let detail = Some("incomplete_response_head");
+                    self.fail(now, Reply::InvalidResponse, Reason::InvalidResponse, detail);
+                }
+            }
+            ResponsePhase::Body(BodyReader::UntilClose) => {
+                txn.response = ResponsePhase::Done;
+                txn.upstream_reusable = false;
+                self.complete_exchange(now);
+            }
+            ResponsePhase::Body(_) | ResponsePhase::Done => {
+                self.finish_txn(now, Reason::UpstreamClosed, Some("response_truncated"));
+                self.drop_upstream();
+                self.start_closing(now);
+            }
+        }
+    }
+
+    fn on_idle(&mut self, now: Instant) {
+        match self.state {
+            State::AwaitRequest => self.start_closing(now),
+            State::Exchange => {
+                if self.txn.as_ref().is_some_and(|t| t.response_started) {
+                    self.abort(now, Reason::IdleTimeout, None);
+                } else {
+                    self.fail(now, Reply::ReadTimeout, Reason::ReadTimeout, None);
+                }
+            }
+            State::TunnelOpening | State::Tunnel => {
+                self.finish_txn(now, Reason::IdleTimeout, None);
+                self.close(Close::Graceful);
+            }
+            State::Resolving { .. }
+            | State::Connecting { .. }
+            | State::Closing { .. }
+            | State::Finished => {}
+        }
+    }
+
+    /// Replies with an error and closes, or resets when a response has already begun.
+    fn fail(&mut self, now: Instant, reply: Reply, reason: Reason, detail: Option<&'static str>) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.close(Close::Reset);
+        };
+        if txn.response_started {
+            return self.abort(now, reason, detail);
+        }
+        let mut bytes = Vec::with_capacity(256);
+        reply.write(detail, &mut bytes);
+        txn.status = reply.status();
+        txn.content_type = Some("text/html".into());
+        txn.bytes_to_client += bytes.len() as u64;
+        self.drop_upstream();
+        self.out[UPSTREAM].clear();
+        self.out[CLIENT].push(&bytes);
+        self.finish_txn(now, reason, detail);
+        self.start_closing(now);
+    }
+
+    /// Ends the session at once with a reset.
+    fn abort(&mut self, now: Instant, reason: Reason, detail: Option<&'static str>) {
+        self.finish_txn(now, reason, detail);
+        self.close(Close::Reset);
+    }
+
+    /// Flushes what is queued for the client, then half-closes and lingers.
+    fn start_closing(&mut self, now: Instant) {
+        self.inbox = Vec::new();
+        self.upstream_inbox = Vec::new();
+        self.timers.clear_all();
+        self.timers
+            .set(Timer::Linger, now + self.config.limits.linger_timeout);
+        self.state = State::Closing { fin_sent: false };
+        self.maybe_fin(now);
+    }
+
+    fn maybe_fin(&mut self, now: Instant) {
+        if !self.out[CLIENT].is_empty() {
+            return;
+        }
+        if self.client_eof {
+            return self.close(Close::Graceful);
+        }
+        self.actions.push_back(Action::Shutdown);
+        self.state = State::Closing { fin_sent: true };
+        self.timers
+            .set(Timer::Linger, now + self.config.limits.linger_timeout);
+    }
+
+    fn close(&mut self, how: Close) {
+        if matches!(self.state, State::Finished) {
+            return;
+        }
+        self.upstream = None;
+        self.timers.clear_all();
+        self.out[CLIENT].clear();
+        self.out[UPSTREAM].clear();
+        self.inbox = Vec::new();
+        self.upstream_inbox = Vec::new();
+        self.actions.push_back(Action::Close(how));
+        self.state = State::Finished;
+    }
+
+    // ---- helpers ----
+
+    fn drop_upstream(&mut self) {
+        if self.upstream.take().is_some() {
+            self.actions.push_back(Action::Disconnect);
+        }
+    }
+
+    fn touch(&mut self, now: Instant) {
+        self.timers
+            .set(Timer::Idle, now + self.config.limits.idle_timeout);
+    }
+
+    fn ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        Ticket(self.next_ticket)
+    }
+
+    fn open_error_txn(&mut self, now: Instant, url: &str) {
+        self.seq += 1;
+        let started = self.request_started.take().unwrap_or(now);
+        self.txn = Some(Box::new(Txn {
+            seq: self.seq,
+            started,
+            method: "NONE".into(),
+            url: url.to_owned(),
+            host: None,
+            port: 0,
+            kind: Kind::Forward,
+            access: None,
+            rule: None,
+            policy: None,
+            status: 0,
+            content_type: None,
+            bytes_to_client: 0,
+            bytes_from_client: 0,
+            upstream_addr: None,
+            version: 1,
+            keep_alive: false,
+            is_head: false,
+            framing: Framing::None,
+            forward_head: Vec::new(),
+            retryable: false,
+            request_body: BodyReader::Done,
+            response: ResponsePhase::AwaitHead,
+            response_started: false,
+            close_after: true,
+            upstream_reusable: false,
+        }));
+    }
+
+    fn emit_decided(&mut self, now: Instant) {
+        let Some(txn) = self.txn.as_ref() else {
+            return;
+        };
+        let (Some(host), Some(access)) = (txn.host.clone(), txn.access) else {
+            return;
+        };
+        self.events.push_back(Event::Decided(Decided {
+            session: self.id,
+            seq: txn.seq,
+            at: self.config.clock.at(now),
+            client: self.accepted.client,
+            listener: self.accepted.listener,
+            host,
+            port: txn.port,
+            access,
+            rule: txn.rule.clone(),
+        }));
+    }
+
+    /// Emits the access record of the request or tunnel in progress, if any.
+    fn finish_txn(&mut self, now: Instant, reason: Reason, detail: Option<&'static str>) {
+        let Some(txn) = self.txn.take() else {
+            return;
+        };
+        let txn = *txn;
+        self.events.push_back(Event::Closed(Closed {
+            session: self.id,
+            seq: txn.seq,
+            at: self.config.clock.at(now),
+            duration: now.saturating_duration_since(txn.started),
+            client: self.accepted.client,
+            listener: self.accepted.listener,
+            original_dst: self.accepted.original_dst,
+            method: txn.method,
+            url: txn.url,
+            host: txn.host,
+            port: txn.port,
+            status: txn.status,
+            access: txn.access,
+            rule: txn.rule,
+            reason,
+            detail,
+            bytes_to_client: txn.bytes_to_client,
+            bytes_from_client: txn.bytes_from_client,
+            upstream: txn.upstream_addr,
+            content_type: txn.content_type,
+        }));
+    }
+}
