@@ -1,1 +1,7 @@
-fn main() {}
+//! The `egret` command: see [`egret::cli`].
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    egret::cli::main()
+}

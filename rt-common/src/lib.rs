@@ -119,7 +119,13 @@ impl EventSink {
     #[must_use]
     pub fn channel(capacity: usize) -> (EventSink, Receiver<Event>) {
         let (tx, rx) = mpsc::sync_channel(capacity);
-        (EventSink { tx, dropped: Arc::new(AtomicU64::new(0)) }, rx)
+        (
+            EventSink {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
     }
 
     /// Sends an event, or counts it as dropped if the channel is full or closed.
@@ -155,10 +161,16 @@ mod tests {
     #[test]
     fn static_answers_come_first_and_empty_means_not_found() {
         let mut hosts = HashMap::new();
-        hosts.insert("Origin.Test.".to_owned(), vec!["127.0.0.1".parse().unwrap()]);
+        hosts.insert(
+            "Origin.Test.".to_owned(),
+            vec!["127.0.0.1".parse().unwrap()],
+        );
         hosts.insert("nx.test".to_owned(), vec![]);
         let resolver = Resolver::new(hosts);
-        assert_eq!(resolver.lookup("origin.test"), Ok(vec!["127.0.0.1".parse().unwrap()]));
+        assert_eq!(
+            resolver.lookup("origin.test"),
+            Ok(vec!["127.0.0.1".parse().unwrap()])
+        );
         assert_eq!(resolver.lookup("nx.test"), Err(ResolveError::NotFound));
         assert_eq!(resolver.lookup_static("other.test"), None);
     }

@@ -18,7 +18,9 @@ pub fn set_reset_on_close<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
 /// Enables TCP keepalive probes after `idle` without traffic, so that half-dead peers are
 /// noticed and load balancers with idle cut-offs (the AWS NLB's is 350 s) keep the flow.
 pub fn set_keepalive<S: std::os::fd::AsFd>(socket: &S, idle: Duration) -> io::Result<()> {
-    let keepalive = TcpKeepalive::new().with_time(idle).with_interval(idle.min(Duration::from_secs(30)));
+    let keepalive = TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(idle.min(Duration::from_secs(30)));
     SockRef::from(socket).set_tcp_keepalive(&keepalive)
 }
 
@@ -57,7 +59,9 @@ pub fn getaddrinfo(name: &str) -> Result<Vec<IpAddr>, ResolveError> {
                 match info.ai_family {
                     libc::AF_INET => {
                         let sin = &*(info.ai_addr as *const libc::sockaddr_in);
-                        addrs.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                        addrs.push(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(info.ai_addr as *const libc::sockaddr_in6);
@@ -113,9 +117,13 @@ mod linux {
     /// iptables REDIRECT (`SO_ORIGINAL_DST`, or `IP6T_SO_ORIGINAL_DST` for IPv6).
     pub fn original_dst<S: AsFd>(socket: &S, ipv6: bool) -> io::Result<SocketAddr> {
         if ipv6 {
-            Ok(SocketAddr::V6(rustix::net::sockopt::ipv6_original_dst(socket)?))
+            Ok(SocketAddr::V6(rustix::net::sockopt::ipv6_original_dst(
+                socket,
+            )?))
         } else {
-            Ok(SocketAddr::V4(rustix::net::sockopt::ip_original_dst(socket)?))
+            Ok(SocketAddr::V4(rustix::net::sockopt::ip_original_dst(
+                socket,
+            )?))
         }
     }
 }

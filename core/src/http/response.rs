@@ -68,7 +68,8 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, to_head: bool) -> Result<Respon
     }
     let fields = Fields::collect(parsed.headers).map_err(|e| match e {
         Rejection::Invalid("multiple_host") => Rejection::Invalid("malformed_response"),
-        other => other,
+        Rejection::TooLarge => Rejection::TooLarge,
+        Rejection::Invalid(detail) => Rejection::Invalid(detail),
     })?;
     let no_body = to_head || (100..200).contains(&status) || status == 204 || status == 304;
     let (body, framing_reusable) = if no_body {

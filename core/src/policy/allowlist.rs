@@ -499,7 +499,7 @@ mod tests {
         let (entry, warning) = Entry::parse(".github.io").unwrap();
         assert_eq!(entry.kind, EntryKind::Domain);
         assert!(warning.unwrap().contains("anyone can register"));
-        assert_eq!(Entry::parse(".s3.amazonaws.com").unwrap().1.is_some(), true);
+        assert!(Entry::parse(".s3.amazonaws.com").unwrap().1.is_some());
         assert_eq!(Entry::parse(".amazonaws.com").unwrap().1, None);
         assert_eq!(Entry::parse("s3.amazonaws.com").unwrap().1, None);
         assert_eq!(Entry::parse(".test").unwrap().1, None);

@@ -116,6 +116,8 @@ pub(crate) struct Txn {
     port: u16,
     kind: Kind,
     access: Option<Access>,
+    /// A `Decided` event was emitted for this request.
+    decided: bool,
     rule: Option<Arc<str>>,
     /// The policy that decided; addresses are checked against the same one.
     policy: Option<Arc<Policy>>,
@@ -499,6 +501,7 @@ impl Session {
             port: request.port,
             kind: request.kind,
             access: Some(access),
+            decided: false,
             rule: decision.rule,
             policy: Some(policy),
             status: 0,
@@ -1011,6 +1014,8 @@ impl Session {
     // ---- helpers ----
 
     fn drop_upstream(&mut self) {
+        // Bytes queued for a connection being closed belong to no other.
+        self.out[UPSTREAM].clear();
         if self.upstream.take().is_some() {
             self.actions.push_back(Action::Disconnect);
         }
@@ -1038,6 +1043,7 @@ impl Session {
             port: 0,
             kind: Kind::Forward,
             access: None,
+            decided: false,
             rule: None,
             policy: None,
             status: 0,
@@ -1059,13 +1065,15 @@ impl Session {
         }));
     }
 
+    /// Emits the `Decided` event of the request in progress, once.
     fn emit_decided(&mut self, now: Instant) {
-        let Some(txn) = self.txn.as_ref() else {
+        let Some(txn) = self.txn.as_mut() else {
             return;
         };
-        let (Some(host), Some(access)) = (txn.host.clone(), txn.access) else {
+        let (Some(host), Some(access), false) = (txn.host.clone(), txn.access, txn.decided) else {
             return;
         };
+        txn.decided = true;
         self.events.push_back(Event::Decided(Decided {
             session: self.id,
             seq: txn.seq,
@@ -1081,6 +1089,9 @@ impl Session {
 
     /// Emits the access record of the request or tunnel in progress, if any.
     fn finish_txn(&mut self, now: Instant, reason: Reason, detail: Option<&'static str>) {
+        // A request that ends before its addresses were checked (DNS failed, the client left)
+        // still reports its decision.
+        self.emit_decided(now);
         let Some(txn) = self.txn.take() else {
             return;
         };

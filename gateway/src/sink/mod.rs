@@ -1,0 +1,207 @@
+//! The access log: a dedicated thread that turns `Event::Closed` records into Squid or JSON
+//! lines and writes them to stdout or a file.
+//!
+//! Runtimes send events through the non-blocking [`EventSink`], which drops and counts what
+//! does not fit in the channel, so a slow disk never stalls the proxy. The writer batches lines
+//! in a buffer and flushes it whenever the channel is momentarily empty: lines appear promptly
+//! when traffic is light and are written in large chunks under load. Write errors (a full disk)
+//! are counted and reported at most once per [`REPORT_EVERY`]; they never stop the writer.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use egret_core::{Event, format};
+use egret_rt_common::EventSink;
+
+use crate::config::{LogFormat, LogTarget};
+use crate::periodic::Periodic;
+
+/// How many events the channel between the runtime and the writer holds.
+pub const CHANNEL_CAPACITY: usize = 65_536;
+
+/// How often dropped events and write errors are reported, at most.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The size of the write buffer.
+const BUFFER_BYTES: usize = 64 * 1024;
+
+/// The access-log writer thread.
+#[derive(Debug)]
+pub struct AccessLog {
+    thread: JoinHandle<WriteStats>,
+}
+
+/// What the writer did over its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Lines formatted.
+    pub lines: u64,
+    /// Writes or flushes that failed.
+    pub errors: u64,
+}
+
+/// Counts events dropped since the last look.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DropCounter {
+    seen: u64,
+}
+
+/// Opens where lines go: stdout, or a file created if needed and appended to.
+pub fn open(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
+    match target {
+        LogTarget::Stdout => Ok(Box::new(io::stdout())),
+        LogTarget::File(path) => {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            Ok(Box::new(file))
+        }
+    }
+}
+
+/// Starts a thread that logs a warning every `every` when `sink` dropped events since the last
+/// look. Stop it before waiting for the writer: it holds a sender of the channel.
+pub fn watch_drops(sink: EventSink, every: Duration) -> io::Result<Periodic> {
+    let mut counter = DropCounter::default();
+    Periodic::spawn("egret-drops", every, move |_| {
+        if let Some(dropped) = counter.observe(sink.dropped()) {
+            tracing::warn!(
+                "{dropped} access events dropped in the last {}s: the access log cannot keep up",
+                every.as_secs()
+            );
+        }
+        every
+    })
+}
+
+impl AccessLog {
+    /// Starts the writer: it formats every `Event::Closed` from `events` into `out` and ends
+    /// once every sender is gone, after a last flush.
+    pub fn spawn(
+        events: Receiver<Event>,
+        format: LogFormat,
+        out: Box<dyn Write + Send>,
+    ) -> io::Result<AccessLog> {
+        let thread = std::thread::Builder::new()
+            .name("egret-access-log".to_owned())
+            .spawn(move || write_events(&events, Writer::new(format, out)))?;
+        Ok(AccessLog { thread })
+    }
+
+    /// Waits for the writer to end: every sender must be dropped first.
+    pub fn join(self) -> WriteStats {
+        self.thread.join().unwrap_or_default()
+    }
+
+    /// Waits up to `within` for the writer to end; returns `None` if a sender still lives.
+    pub fn finish(self, within: Duration) -> Option<WriteStats> {
+        let deadline = Instant::now() + within;
+        while !self.thread.is_finished() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(self.join())
+    }
+}
+
+impl DropCounter {
+    /// Returns how many more events were dropped than at the last look, if any.
+    pub fn observe(&mut self, total: u64) -> Option<u64> {
+        let new = total.saturating_sub(self.seen);
+        self.seen = total;
+        (new > 0).then_some(new)
+    }
+}
+
+/// The writer's state: the buffer, the line being formatted, and error accounting.
+struct Writer {
+    out: BufWriter<Box<dyn Write + Send>>,
+    format: LogFormat,
+    line: String,
+    stats: WriteStats,
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+fn write_events(events: &Receiver<Event>, mut writer: Writer) -> WriteStats {
+    while let Ok(event) = events.recv() {
+        writer.write(&event);
+        // Write what else is queued, then flush once the channel is momentarily empty (or
+        // closed: the outer `recv` then ends the loop).
+        while let Ok(event) = events.try_recv() {
+            writer.write(&event);
+        }
+        writer.flush();
+    }
+    writer.finish()
+}
+
+impl Writer {
+    fn new(format: LogFormat, out: Box<dyn Write + Send>) -> Writer {
+        Writer {
+            out: BufWriter::with_capacity(BUFFER_BYTES, out),
+            format,
+            line: String::with_capacity(512),
+            stats: WriteStats::default(),
+            unreported: 0,
+            last_report: None,
+        }
+    }
+
+    fn write(&mut self, event: &Event) {
+        let record = match event {
+            Event::Closed(record) => record,
+            Event::Decided(_) => return,
+        };
+        self.line.clear();
+        match self.format {
+            LogFormat::Squid => format::squid(record, &mut self.line),
+            LogFormat::Json => format::json(record, &mut self.line),
+        }
+        self.stats.lines += 1;
+        let result = self.out.write_all(self.line.as_bytes());
+        self.check(result);
+    }
+
+    fn flush(&mut self) {
+        let result = self.out.flush();
+        self.check(result);
+    }
+
+    fn check(&mut self, result: io::Result<()>) {
+        let Err(error) = result else {
+            return;
+        };
+        self.stats.errors += 1;
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .last_report
+            .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
+        {
+            tracing::warn!(
+                "access log write failed ({} failure(s) since the last report): {error}",
+                self.unreported
+            );
+            self.unreported = 0;
+            self.last_report = Some(now);
+        }
+    }
+
+    fn finish(mut self) -> WriteStats {
+        self.flush();
+        if self.unreported > 0 {
+            tracing::warn!(
+                "access log write failed {} more time(s) before the end",
+                self.unreported
+            );
+        }
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;
