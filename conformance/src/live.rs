@@ -146,9 +146,20 @@ impl LiveGateway {
         let log_path = dir.join(format!("{name}-access.log"));
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config(world, ports, &log_path))?;
+        LiveGateway::start(bin, runtime, &config_path, log_path)
+    }
+
+    /// Starts `egret run --config config_path` (whose access log goes to `log_path`) and
+    /// waits until its explicit listener is bound.
+    pub fn start(
+        bin: &Path,
+        runtime: &str,
+        config_path: &Path,
+        log_path: PathBuf,
+    ) -> io::Result<LiveGateway> {
         let mut child = Command::new(bin)
             .args(["run", "--config"])
-            .arg(&config_path)
+            .arg(config_path)
             .args(["--runtime", runtime, "--threads", "2"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -199,6 +210,27 @@ impl LiveGateway {
             addr,
             log_path,
         })
+    }
+
+    /// Returns the access log written so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits up to five seconds for a log line containing every one of `parts`; returns it.
+    pub fn wait_for_line(&self, parts: &[&str]) -> Result<String, String> {
+        let deadline = Instant::now() + LOG_DEADLINE;
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return Ok(line.to_owned());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no log line with {parts:?} in:\n{text}"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Returns the access records logged so far for the client port `port`.
@@ -455,6 +487,11 @@ impl Origins {
             _blackhole: (blackhole.0, blackhole.2),
         })
     }
+}
+
+/// Serves the HTTP origin model on a loopback port; returns the port.
+pub fn serve_http() -> io::Result<u16> {
+    serve(Origin::http)
 }
 
 /// Serves an origin model on a loopback port, one thread per connection.
