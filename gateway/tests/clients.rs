@@ -13,7 +13,9 @@ use egret_conformance::live::{LiveGateway, serve_http};
 
 /// The body the TLS origin serves: large enough to span many TLS records and TCP segments.
 fn payload() -> Vec<u8> {
-    (0..300_000u32).map(|i| b"0123456789abcdefghijklmnopqrstuvwxyz\n"[(i % 37) as usize]).collect()
+    (0..300_000u32)
+        .map(|i| b"0123456789abcdefghijklmnopqrstuvwxyz\n"[(i % 37) as usize])
+        .collect()
 }
 
 #[test]
@@ -22,7 +24,11 @@ fn curl_fetches_an_allowed_http_url_and_gets_the_403_for_a_denied_one() {
     let world = World::start(origin, None);
     let allowed = world.curl(&[&format!("http://allowed.test:{origin}/via-curl")]);
     assert_eq!(allowed.status, 0, "{}", allowed.stderr);
-    assert!(allowed.stdout.contains("origin: GET /via-curl\n"), "{}", allowed.stdout);
+    assert!(
+        allowed.stdout.contains("origin: GET /via-curl\n"),
+        "{}",
+        allowed.stdout
+    );
 
     let denied = world.curl(&["-i", &format!("http://denied.test:{origin}/")]);
     let want = format!(
@@ -32,8 +38,14 @@ fn curl_fetches_an_allowed_http_url_and_gets_the_403_for_a_denied_one() {
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(denied.stdout, want);
-    world.gateway.wait_for_line(&["TCP_MISS/200", "GET", "/via-curl"]).unwrap();
-    world.gateway.wait_for_line(&["TCP_DENIED/403", "GET", "http://denied.test"]).unwrap();
+    world
+        .gateway
+        .wait_for_line(&["TCP_MISS/200", "GET", "/via-curl"])
+        .unwrap();
+    world
+        .gateway
+        .wait_for_line(&["TCP_DENIED/403", "GET", "http://denied.test"])
+        .unwrap();
 }
 
 #[test]
@@ -47,13 +59,28 @@ fn curl_reuses_one_connection_and_each_request_is_decided_on_its_own() {
         &format!("http://allowed.test:{origin}/second"),
         &format!("http://denied.test:{origin}/third"),
     ]);
-    assert!(out.stdout.contains("origin: GET /first\n"), "{}", out.stdout);
-    assert!(out.stdout.contains("origin: GET /second\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("origin: GET /first\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("origin: GET /second\n"),
+        "{}",
+        out.stdout
+    );
     // The second request rode the first connection (no new connect); the third was refused.
     assert!(out.stdout.contains("[200 1]"), "{}", out.stdout);
     assert!(out.stdout.contains("[200 0]"), "{}", out.stdout);
-    assert!(out.stdout.contains("ERR_ACCESS_DENIED\n[403"), "{}", out.stdout);
-    world.gateway.wait_for_line(&["TCP_DENIED/403", "/third"]).unwrap();
+    assert!(
+        out.stdout.contains("ERR_ACCESS_DENIED\n[403"),
+        "{}",
+        out.stdout
+    );
+    world
+        .gateway
+        .wait_for_line(&["TCP_DENIED/403", "/third"])
+        .unwrap();
 }
 
 #[test]
@@ -67,7 +94,11 @@ fn curl_fetches_https_through_connect_and_the_body_arrives_intact() {
         &format!("https://tls.test:{}/payload", tls.port),
     ]);
     assert_eq!(out.0, 0, "{}", out.2);
-    assert!(out.1 == payload(), "the body differs ({} bytes)", out.1.len());
+    assert!(
+        out.1 == payload(),
+        "the body differs ({} bytes)",
+        out.1.len()
+    );
     let line = world
         .gateway
         .wait_for_line(&["TCP_TUNNEL/200", &format!("CONNECT tls.test:{}", tls.port)])
@@ -79,9 +110,16 @@ fn curl_fetches_https_through_connect_and_the_body_arrives_intact() {
         tls.ca.to_str().unwrap(),
         &format!("https://denied.test:{}/", tls.port),
     ]);
-    assert_eq!(denied.0, 56, "curl reports the proxy's refusal: {}", denied.2);
+    assert_eq!(
+        denied.0, 56,
+        "curl reports the proxy's refusal: {}",
+        denied.2
+    );
     assert!(denied.2.contains("403"), "{}", denied.2);
-    world.gateway.wait_for_line(&["TCP_DENIED/403", "CONNECT denied.test:"]).unwrap();
+    world
+        .gateway
+        .wait_for_line(&["TCP_DENIED/403", "CONNECT denied.test:"])
+        .unwrap();
 }
 
 struct World {
@@ -99,7 +137,11 @@ impl World {
     fn start(http: u16, tls: Option<u16>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("access.log");
-        let ports: Vec<String> = [Some(http), tls].iter().flatten().map(u16::to_string).collect();
+        let ports: Vec<String> = [Some(http), tls]
+            .iter()
+            .flatten()
+            .map(u16::to_string)
+            .collect();
         let config = format!(
             "[listen]\nexplicit = [\"127.0.0.1:0\"]\n\
              [allowlist]\ndomains = [\"allowed.test\", \"tls.test\"]\n\
@@ -118,13 +160,26 @@ impl World {
 
     fn curl(&self, args: &[&str]) -> Output {
         let (status, stdout, stderr) = self.curl_bytes(args);
-        Output { status, stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr }
+        Output {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr,
+        }
     }
 
     fn curl_bytes(&self, args: &[&str]) -> (i32, Vec<u8>, String) {
         let proxy = format!("http://{}", self.gateway.addr);
         let output = Command::new("curl")
-            .args(["--silent", "--show-error", "--max-time", "20", "--noproxy", "", "--proxy", &proxy])
+            .args([
+                "--silent",
+                "--show-error",
+                "--max-time",
+                "20",
+                "--noproxy",
+                "",
+                "--proxy",
+                &proxy,
+            ])
             .args(args)
             .env_remove("http_proxy")
             .env_remove("https_proxy")
@@ -167,7 +222,9 @@ impl TlsOrigin {
                 let Ok(stream) = stream else { continue };
                 let config = config.clone();
                 thread::spawn(move || {
-                    let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
                     let mut tls = rustls::StreamOwned::new(conn, stream);
                     let mut head = Vec::new();
                     let mut byte = [0u8; 1];
@@ -178,7 +235,10 @@ impl TlsOrigin {
                         }
                     }
                     let body = payload();
-                    let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
                     let _ = tls.write_all(reply.as_bytes());
                     let _ = tls.write_all(&body);
                     tls.conn.send_close_notify();
@@ -186,6 +246,10 @@ impl TlsOrigin {
                 });
             }
         });
-        TlsOrigin { port, ca, _dir: dir }
+        TlsOrigin {
+            port,
+            ca,
+            _dir: dir,
+        }
     }
 }

@@ -14,8 +14,9 @@ pub(crate) mod response;
 pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1), besides
-/// any named in `Connection` and every `Proxy-*` header.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "te", "trailer", "upgrade"];
+/// any named in `Connection` and every `Proxy-*` header. `Transfer-Encoding` is hop-by-hop
+/// too, but bodies are passed on with their chunked framing, so it stays.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "te", "upgrade"];
 
 /// Returns the length of the head (up to and including the blank line) if `buf` holds a whole
 /// one. `searched` is how many bytes of `buf` were already searched without success.
@@ -25,6 +26,21 @@ pub(crate) fn find_head_end(buf: &[u8], searched: usize) -> Option<usize> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| start + i + 4)
+}
+
+/// Returns whether `buf[from..]` has a line ending other than CRLF: an LF without CR before
+/// it, or a CR followed by anything but LF. A CR as the very last byte is not judged (its LF
+/// may follow).
+pub(crate) fn has_bare_line_ending(buf: &[u8], from: usize) -> bool {
+    let from = from.min(buf.len());
+    buf[from..].iter().enumerate().any(|(offset, &b)| {
+        let i = from + offset;
+        match b {
+            b'\n' => i == 0 || buf[i - 1] != b'\r',
+            b'\r' => buf.get(i + 1).is_some_and(|&next| next != b'\n'),
+            _ => false,
+        }
+    })
 }
 
 /// Returns whether every CR in `head` is followed by LF and every LF preceded by CR.
@@ -133,6 +149,12 @@ mod tests {
         assert!(!line_endings_are_crlf(b"a\nb\r\n\r\n"));
         assert!(!line_endings_are_crlf(b"a\rb\r\n\r\n"));
         assert!(!line_endings_are_crlf(b"a\r"));
+        assert!(has_bare_line_ending(b"GET / HTTP/1.1\nHost", 0));
+        assert!(has_bare_line_ending(b"A: b\rc", 0));
+        assert!(!has_bare_line_ending(b"GET / HTTP/1.1\r\nHost: a\r", 0));
+        // Judged with the byte before `from` in view.
+        assert!(!has_bare_line_ending(b"A: b\r\nC", 5));
+        assert!(has_bare_line_ending(b"A: b\n\nC", 5));
     }
 
     #[test]
@@ -177,5 +199,6 @@ mod tests {
         assert!(!is_hop_by_hop("Transfer-Encoding"));
         assert!(!is_hop_by_hop("Content-Length"));
         assert!(!is_hop_by_hop("Host"));
+        assert!(!is_hop_by_hop("Trailer"));
     }
 }

@@ -13,9 +13,6 @@ use crate::host::{Host, HostError, parse_authority};
 pub(crate) enum Form {
     /// A proxy request: `CONNECT host:port` or an absolute-form target.
     Proxy,
-    /// A request intercepted on its way to an origin: origin-form, destination from `Host`,
-    /// port from the original destination.
-    Intercepted { port: u16 },
 }
 
 /// What the request asks the gateway to do.
@@ -131,16 +128,6 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, form: Form) -> Result<Request, 
 
     let (host, port, path) = match form {
         Form::Proxy => split_absolute(target)?,
-        Form::Intercepted { port } => {
-            if !target.starts_with('/') {
-                return Err(Rejection::Invalid("invalid_target"));
-            }
-            let Some(value) = fields.host else {
-                return Err(Rejection::Invalid("missing_host"));
-            };
-            let (host, _) = parse_authority(value, Some(port)).map_err(host_detail)?;
-            (host, port, Cow::Borrowed(target))
-        }
     };
     if let Some(value) = fields.host {
         // RFC 9112 §3.2.2: a proxy replaces Host with the target's authority; a Host that does

@@ -221,14 +221,14 @@ impl AllowlistBuilder {
         }
     }
 
-    /// Adds one entry that came from `source` at `line` (0 when the source has no lines).
+    /// Adds the entries of one item that came from `source` at `line` (0 when the source has
+    /// no lines): one entry, or several separated by commas or whitespace.
     pub fn add_entry(&mut self, text: &str, source: &str, line: u32) {
         let source: Arc<str> = source.into();
-        let text = text.trim();
-        if text.contains(|c: char| c == ',' || c.is_whitespace()) {
-            self.add_text(text, &source);
-        } else {
-            self.add(text, &source, line);
+        for token in text.split(|c: char| c == ',' || c.is_whitespace()) {
+            if !token.is_empty() {
+                self.add(token, &source, line);
+            }
         }
     }
 

@@ -126,6 +126,39 @@ impl Default for PolicySettings {
     }
 }
 
+impl Mode {
+    /// Returns `enforce` or `audit`, as the configuration spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
+impl TlsDeny {
+    /// Returns `alert` or `reset`, as the configuration spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsDeny::Alert => "alert",
+            TlsDeny::Reset => "reset",
+        }
+    }
+}
+
+impl EchPolicy {
+    /// Returns `deny` or `allow`, as the configuration spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EchPolicy::Deny => "deny",
+            EchPolicy::Allow => "allow",
+        }
+    }
+}
+
 impl DenyReason {
     /// Returns the snake_case name used in logs.
     #[must_use]

@@ -33,8 +33,10 @@
 //! | Closing        | client (discarded) | client EOF, linger timer                    |
 //! | Finished       | —                  | —                                           |
 //!
-//! Errors become replies while nothing of a response has reached the client, and a reset
-//! once something has (the client could not tell a reply from the truncated response).
+//! Errors become replies while nothing of a response has reached the client. Once something
+//! has, a reply is impossible (the client could not tell it from the response): a protocol
+//! violation resets the connection, and a response cut short by the upstream is flushed as far
+//! as it got and closed, which its framing lets the client detect.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -51,7 +53,7 @@ use crate::host::Host;
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::request::{self, Form, Framing, Kind, Rejection, Request};
 use crate::http::response::{self, Body};
-use crate::http::{find_head_end, push_header};
+use crate::http::{find_head_end, has_bare_line_ending, push_header};
 use crate::policy::{DenyReason, Mode, Policy, Verdict};
 use crate::reply::{CONNECT_ESTABLISHED, Reply};
 
@@ -437,6 +439,11 @@ impl Session {
             if self.inbox.len() > max {
                 return self.reject_head(now, Rejection::TooLarge);
             }
+            // A head with bare LFs would never end with CRLF CRLF: refuse it now rather than
+            // at the header timeout.
+            if has_bare_line_ending(&self.inbox, self.inbox_searched.saturating_sub(1)) {
+                return self.reject_head(now, Rejection::Invalid("bare_cr_or_lf"));
+            }
             self.inbox_searched = self.inbox.len();
             return;
         };
@@ -775,9 +782,12 @@ impl Session {
             txn.status = response.status;
             txn.content_type = response.content_type;
             txn.upstream_reusable = response.reusable;
+            // An answer that arrives before the request body has ended (an early 413, say)
+            // leaves the rest of that body nowhere to go: the connection closes after it.
             txn.close_after |= !txn.keep_alive
                 || self.draining
                 || self.client_eof
+                || !txn.request_body.is_done()
                 || response.body == Body::UntilClose;
             txn.response_started = true;
             txn.forward_head = Vec::new();
@@ -975,6 +985,7 @@ impl Session {
 
     /// Flushes what is queued for the client, then half-closes and lingers.
     fn start_closing(&mut self, now: Instant) {
+        self.drop_upstream();
         self.inbox = Vec::new();
         self.upstream_inbox = Vec::new();
         self.timers.clear_all();

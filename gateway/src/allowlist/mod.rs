@@ -270,10 +270,7 @@ impl std::error::Error for LoadError {}
 
 /// Adds each entry of a comma/whitespace separated list, all located at `line`.
 fn add_list(builder: &mut AllowlistBuilder, list: &str, source: &str, line: u32) {
-    let tokens = list.split(|c: char| c == ',' || c.is_whitespace());
-    for token in tokens.filter(|t| !t.is_empty()) {
-        builder.add_entry(token, source, line);
-    }
+    builder.add_entry(list, source, line);
 }
 
 /// Returns `name: old -> new` for every setting that differs.
@@ -284,7 +281,11 @@ fn settings_changes(old: &PolicySettings, new: &PolicySettings) -> Vec<String> {
             changes.push(format!("{name}: {old} -> {new}"));
         }
     };
-    compare("mode", format!("{:?}", old.mode), format!("{:?}", new.mode));
+    compare(
+        "mode",
+        old.mode.as_str().to_owned(),
+        new.mode.as_str().to_owned(),
+    );
     compare(
         "ports",
         format!("{:?}", old.ports),
@@ -302,10 +303,14 @@ fn settings_changes(old: &PolicySettings, new: &PolicySettings) -> Vec<String> {
     );
     compare(
         "tls_deny",
-        format!("{:?}", old.tls_deny),
-        format!("{:?}", new.tls_deny),
+        old.tls_deny.as_str().to_owned(),
+        new.tls_deny.as_str().to_owned(),
     );
-    compare("ech", format!("{:?}", old.ech), format!("{:?}", new.ech));
+    compare(
+        "ech",
+        old.ech.as_str().to_owned(),
+        new.ech.as_str().to_owned(),
+    );
     compare(
         "inspect_tunnels",
         old.inspect_tunnels.to_string(),

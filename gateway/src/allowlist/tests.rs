@@ -190,7 +190,7 @@ fn a_reload_applies_policy_settings_and_the_interval() {
         panic!("the new settings were not published");
     };
     assert!(added.is_empty());
-    assert_eq!(settings, ["mode: Enforce -> Audit"]);
+    assert_eq!(settings, ["mode: enforce -> audit"]);
     assert_eq!(store.load().settings().mode, Mode::Audit);
     assert_eq!(reloader.interval(), Duration::from_secs(5));
     // [limits] needs a restart: the reload neither fails nor publishes for it.
