@@ -69,6 +69,33 @@ fn a_denied_connect_gets_the_403_and_a_clean_close() {
     server.wait();
 }
 
+#[test]
+fn shutdown_stops_accepting_and_closes_open_tunnels_at_the_deadline() {
+    let echo = echo_server();
+    let (server, events) = start(&["origin.test"], echo.port());
+    let addr = server.local_addrs()[0].addr;
+    let mut client = connect(server.as_ref());
+    write!(client, "CONNECT origin.test:{} HTTP/1.1\r\n\r\n", echo.port()).unwrap();
+    read_until(&mut client, b"\r\n\r\n");
+    let started = Instant::now();
+    server.shutdown(Duration::from_millis(800));
+    // The open tunnel keeps working during the drain...
+    client.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
+    // ...no new connection is accepted...
+    thread::sleep(Duration::from_millis(100));
+    assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
+    // ...and at the deadline the tunnel is closed and logged.
+    let mut rest = Vec::new();
+    let _ = client.read_to_end(&mut rest);
+    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+    let closed = wait_closed(&events);
+    assert_eq!(closed.reason, egret_core::Reason::Shutdown);
+    server.wait();
+}
+
 fn start(entries: &[&str], port: u16) -> (Box<dyn Server>, std::sync::mpsc::Receiver<Event>) {
     let list = Allowlist::compile(entries.iter().map(|e| Entry::parse(e).unwrap().0));
     let settings = PolicySettings {
