@@ -178,7 +178,11 @@ impl Sim {
             Step::Tunnel => self.receive(crate::CONNECT_ESTABLISHED),
             Step::Echo(text) => {
                 let bytes = PORTS.fill(text).into_bytes();
-                self.tunnel_send(&bytes);
+                if self.spliced {
+                    self.tunnel_send(&bytes);
+                } else {
+                    self.session.handle_client_data(self.now, &bytes);
+                }
                 self.settle();
                 self.receive(&bytes)
             }

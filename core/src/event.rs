@@ -138,6 +138,14 @@ pub struct Closed {
     pub upstream: Option<SocketAddr>,
     /// The response's media type.
     pub content_type: Option<Box<str>>,
+    /// The SNI of the ClientHello the decision looked at (transparent TLS, or inside a
+    /// CONNECT tunnel).
+    pub sni: Option<Host>,
+    /// The ClientHello carried an Encrypted Client Hello extension.
+    pub ech: bool,
+    /// An intercepted connection's original destination is not among the addresses its name
+    /// resolved to (the gateway connected to the name's addresses, not to it).
+    pub dst_mismatch: bool,
 }
 
 impl Reason {

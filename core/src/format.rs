@@ -78,6 +78,9 @@ pub fn json(record: &Closed, out: &mut String) {
         upstream: record.upstream.map(|a| a.to_string()),
         original_dst: record.original_dst.map(|a| a.to_string()),
         content_type: record.content_type.as_deref(),
+        sni: record.sni.as_ref().map(ToString::to_string),
+        ech: record.ech,
+        dst_mismatch: record.dst_mismatch,
     };
     if let Ok(text) = serde_json::to_string(&line) {
         out.push_str(&text);
@@ -117,6 +120,12 @@ struct JsonLine<'a> {
     original_dst: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sni: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ech: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dst_mismatch: bool,
 }
 
 #[cfg(test)]
@@ -193,6 +202,9 @@ mod tests {
             bytes_from_client: 900,
             upstream: Some("151.101.0.223:443".parse().unwrap()),
             content_type: None,
+            sni: None,
+            ech: false,
+            dst_mismatch: false,
         }
     }
 

@@ -15,6 +15,10 @@ use crate::session::Session;
 pub enum ListenerKind {
     /// A forward proxy: `CONNECT` and absolute-form requests (port 3128).
     Explicit,
+    /// Intercepted HTTP (port 80 redirected here): origin-form requests decided on `Host`.
+    TransparentHttp,
+    /// Intercepted TLS (port 443 redirected here): decided on the ClientHello's SNI.
+    TransparentTls,
 }
 
 /// What a runtime knows about a connection it accepted.
@@ -101,6 +105,8 @@ impl ListenerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ListenerKind::Explicit => "explicit",
+            ListenerKind::TransparentHttp => "transparent_http",
+            ListenerKind::TransparentTls => "transparent_tls",
         }
     }
 }

@@ -48,6 +48,7 @@ mod http;
 pub mod policy;
 mod reply;
 mod session;
+mod tls;
 
 pub use event::{Access, Closed, Decided, Event, Reason, UnixMillis};
 pub use gateway::{Accepted, Gateway, GatewayConfig, Limits, ListenerKind, WallClock};

@@ -12,7 +12,7 @@ use egret_core::{
     Access, Closed, ConnectError, Limits, ListenerKind, Peer, Reason, ResolveError, SpliceEnd,
 };
 
-use support::{CLIENT_ADDR, Harness, bad_request, error_reply, forbidden, sock, text};
+use support::{CLIENT_ADDR, Harness, bad_request, error_reply, forbidden, settings, sock, text};
 
 const IP: &str = "151.101.0.223";
 const IP2: &str = "151.101.64.223";
@@ -89,6 +89,9 @@ fn connect_allowed_resolves_connects_and_splices_once_both_buffers_drain() {
         bytes_from_client: (head.len() + b"early more".len() + 700) as u64,
         upstream: Some(sock("151.101.0.223:443")),
         content_type: None,
+        sni: None,
+        ech: false,
+        dst_mismatch: false,
     };
     assert_eq!(closed, want);
     let mut line = String::new();
@@ -179,6 +182,9 @@ fn connect_denied_gets_the_exact_403_then_a_lingering_close() {
         bytes_from_client: head.len() as u64,
         upstream: None,
         content_type: Some("text/html".into()),
+        sni: None,
+        ech: false,
+        dst_mismatch: false,
     };
     assert_eq!(closed, want);
     let mut line = String::new();
@@ -278,7 +284,7 @@ fn ip_literal_targets_are_denied_by_default_even_when_listed() {
 fn ip_literal_targets_connect_directly_when_allowed_and_listed() {
     let settings = PolicySettings {
         allow_ip_literals: true,
-        ..PolicySettings::default()
+        ..settings()
     };
     let mut h = Harness::with_settings(&["151.101.0.223"], settings.clone());
     h.client(b"CONNECT 151.101.0.223:443 HTTP/1.1\r\n\r\n");
@@ -313,7 +319,7 @@ fn ip_literal_targets_connect_directly_when_allowed_and_listed() {
 fn listed_private_ip_literals_are_still_denied() {
     let settings = PolicySettings {
         allow_ip_literals: true,
-        ..PolicySettings::default()
+        ..settings()
     };
     for (target, entry, class) in [
         ("10.0.0.7:443", "10.0.0.7", AddrClass::Private),
@@ -439,7 +445,7 @@ fn duplicate_answers_are_tried_once() {
 fn private_exceptions_admit_the_listed_networks() {
     let settings = PolicySettings {
         private_exceptions: vec!["127.0.0.0/8".parse().unwrap()],
-        ..PolicySettings::default()
+        ..settings()
     };
     for (ip, addr) in [
         ("127.0.0.1", "127.0.0.1:443"),
@@ -750,6 +756,9 @@ fn absolute_form_is_forwarded_in_origin_form_with_hop_by_hop_headers_removed() {
         bytes_from_client: head.len() as u64,
         upstream: Some(sock("151.101.0.223:80")),
         content_type: Some("text/html".into()),
+        sni: None,
+        ech: false,
+        dst_mismatch: false,
     };
     assert_eq!(closed, want);
     let mut line = String::new();
@@ -768,7 +777,7 @@ fn absolute_form_is_forwarded_in_origin_form_with_hop_by_hop_headers_removed() {
 fn the_host_header_comes_from_the_authority() {
     let settings = PolicySettings {
         ports: vec![80, 8080],
-        ..PolicySettings::default()
+        ..settings()
     };
     let cases: [(&[u8], &str); 4] = [
         (
@@ -2151,7 +2160,7 @@ fn shutdown_closes_a_tunnel_at_the_deadline() {
 fn audit_mode_lets_a_would_be_denied_request_through_and_marks_it() {
     let settings = PolicySettings {
         mode: Mode::Audit,
-        ..PolicySettings::default()
+        ..settings()
     };
     let mut h = Harness::with_settings(&["pypi.org"], settings.clone());
     h.client(b"GET http://evil.example/x HTTP/1.1\r\n\r\n");
@@ -2190,7 +2199,7 @@ fn audit_mode_lets_a_would_be_denied_request_through_and_marks_it() {
 fn audit_mode_still_denies_private_addresses() {
     let settings = PolicySettings {
         mode: Mode::Audit,
-        ..PolicySettings::default()
+        ..settings()
     };
     let mut h = Harness::with_settings(&[], settings);
     h.client(b"GET http://metadata.example/latest/ HTTP/1.1\r\n\r\n");

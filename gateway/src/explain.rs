@@ -141,6 +141,11 @@ fn reason_text(policy: &Policy, host: &Host, reason: DenyReason) -> String {
         }
         DenyReason::IpLiteral => format!("{name} (no entry lists this address)"),
         DenyReason::PrivateAddress(class) => format!("{name} ({class})"),
+        // Decided on a ClientHello, which explain does not have.
+        DenyReason::NoSni
+        | DenyReason::InvalidHello
+        | DenyReason::EncryptedClientHello
+        | DenyReason::SniNotAllowed => name.to_owned(),
     }
 }
 

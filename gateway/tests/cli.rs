@@ -100,7 +100,7 @@ fn check_reports_config_and_list_problems_together() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = stderr(&out);
     assert!(
-        stderr.contains("[listen] explicit: at least one listener"),
+        stderr.contains("[listen]: at least one listener"),
         "{stderr}"
     );
     assert!(

@@ -145,6 +145,22 @@ impl EventSink {
     }
 }
 
+/// Returns where an intercepted connection was going before it was redirected to `local`,
+/// or `None` when it was not redirected (a client that connected to the listener directly)
+/// or the platform cannot tell.
+#[must_use]
+pub fn original_dst<S: std::os::fd::AsFd>(socket: &S, local: SocketAddr) -> Option<SocketAddr> {
+    #[cfg(target_os = "linux")]
+    {
+        sys::original_dst(socket, local.is_ipv6()).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, local);
+        None
+    }
+}
+
 /// Returns the number of worker threads for a configured value (0 = one per CPU).
 #[must_use]
 pub fn worker_threads(configured: usize) -> usize {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use egret_core::Gateway;
+use egret_core::{Gateway, ListenerKind};
 use egret_rt_common::{EventSink, ListenerSpec, Resolver, RuntimeStats, Server, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -188,6 +188,12 @@ async fn accept_loop(
             }
         };
         let local = stream.local_addr().unwrap_or(spec.addr);
+        let original_dst = match spec.kind {
+            ListenerKind::Explicit => None,
+            ListenerKind::TransparentHttp | ListenerKind::TransparentTls => {
+                egret_rt_common::original_dst(&stream, local)
+            }
+        };
         let now = Instant::now();
         let session = gateway.accept(
             now,
@@ -195,7 +201,7 @@ async fn accept_loop(
                 client,
                 local,
                 listener: spec.kind,
-                original_dst: None,
+                original_dst,
             },
         );
         ctx.stats.accepted.fetch_add(1, Ordering::Relaxed);

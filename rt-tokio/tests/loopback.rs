@@ -75,7 +75,12 @@ fn shutdown_stops_accepting_and_closes_open_tunnels_at_the_deadline() {
     let (server, events) = start(&["origin.test"], echo.port());
     let addr = server.local_addrs()[0].addr;
     let mut client = connect(server.as_ref());
-    write!(client, "CONNECT origin.test:{} HTTP/1.1\r\n\r\n", echo.port()).unwrap();
+    write!(
+        client,
+        "CONNECT origin.test:{} HTTP/1.1\r\n\r\n",
+        echo.port()
+    )
+    .unwrap();
     read_until(&mut client, b"\r\n\r\n");
     let started = Instant::now();
     server.shutdown(Duration::from_millis(800));
@@ -90,7 +95,11 @@ fn shutdown_stops_accepting_and_closes_open_tunnels_at_the_deadline() {
     // ...and at the deadline the tunnel is closed and logged.
     let mut rest = Vec::new();
     let _ = client.read_to_end(&mut rest);
-    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
     let closed = wait_closed(&events);
     assert_eq!(closed.reason, egret_core::Reason::Shutdown);
     server.wait();

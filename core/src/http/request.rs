@@ -13,6 +13,9 @@ use crate::host::{Host, HostError, parse_authority};
 pub(crate) enum Form {
     /// A proxy request: `CONNECT host:port` or an absolute-form target.
     Proxy,
+    /// A request intercepted on its way to an origin: origin-form, destination from `Host`,
+    /// port from the original destination.
+    Intercepted { port: u16 },
 }
 
 /// What the request asks the gateway to do.
@@ -22,6 +25,8 @@ pub(crate) enum Kind {
     Connect,
     /// Forward one HTTP exchange.
     Forward,
+    /// Forward the client's stream as it is (an intercepted TLS connection), then splice.
+    Passthrough,
 }
 
 /// How a message body is delimited.
@@ -128,6 +133,17 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, form: Form) -> Result<Request, 
 
     let (host, port, path) = match form {
         Form::Proxy => split_absolute(target)?,
+        Form::Intercepted { port } => {
+            if !target.starts_with('/') {
+                return Err(Rejection::Invalid("invalid_target"));
+            }
+            let Some(value) = fields.host else {
+                return Err(Rejection::Invalid("missing_host"));
+            };
+            // The port of the destination is where the client was going, whatever Host says.
+            let (host, _) = parse_authority(value, Some(port)).map_err(host_detail)?;
+            (host, port, Cow::Borrowed(target))
+        }
     };
     if let Some(value) = fields.host {
         // RFC 9112 §3.2.2: a proxy replaces Host with the target's authority; a Host that does

@@ -79,6 +79,16 @@ pub enum DenyReason {
     IpLiteral,
     /// Every address the name resolved to is in a denied class.
     PrivateAddress(AddrClass),
+    /// An intercepted ClientHello names no host (no SNI).
+    NoSni,
+    /// The stream is not a ClientHello this gateway can judge (SSLv2, not TLS, several names,
+    /// malformed, too large, too slow).
+    InvalidHello,
+    /// The ClientHello carries Encrypted Client Hello and `ech = "deny"`.
+    EncryptedClientHello,
+    /// The SNI of a ClientHello inside an allowed CONNECT tunnel is not allowed itself (domain
+    /// fronting).
+    SniNotAllowed,
 }
 
 /// The verdict on a destination.
@@ -168,6 +178,10 @@ impl DenyReason {
             DenyReason::PortNotAllowed => "port_not_allowed",
             DenyReason::IpLiteral => "ip_literal",
             DenyReason::PrivateAddress(_) => "private_address",
+            DenyReason::NoSni => "no_sni",
+            DenyReason::InvalidHello => "invalid_client_hello",
+            DenyReason::EncryptedClientHello => "encrypted_client_hello",
+            DenyReason::SniNotAllowed => "sni_not_allowed",
         }
     }
 }

@@ -54,8 +54,9 @@ use crate::http::body::{BodyError, BodyReader};
 use crate::http::request::{self, Form, Framing, Kind, Rejection, Request};
 use crate::http::response::{self, Body};
 use crate::http::{find_head_end, has_bare_line_ending, push_header};
-use crate::policy::{DenyReason, Mode, Policy, Verdict};
+use crate::policy::{DenyReason, EchPolicy, Mode, Policy, TlsDeny, Verdict};
 use crate::reply::{CONNECT_ESTABLISHED, Reply};
+use crate::tls::{self, ACCESS_DENIED_ALERT, Hello, HelloStatus};
 
 /// Above this many bytes waiting for a peer, the session stops reading from the other one.
 const HIGH_WATER: usize = 64 * 1024;
@@ -70,6 +71,8 @@ const UPSTREAM: usize = Peer::Upstream as usize;
 pub(crate) enum State {
     /// Reading a request head (the first, or the next on a kept-alive connection).
     AwaitRequest,
+    /// Reading an intercepted ClientHello (transparent TLS).
+    AwaitHello,
     /// Waiting for DNS.
     Resolving { ticket: Ticket },
     /// Trying checked addresses in order.
@@ -81,7 +84,11 @@ pub(crate) enum State {
     },
     /// Forwarding one HTTP request and its response.
     Exchange,
-    /// The CONNECT reply is queued; splice once both outbound buffers are empty.
+    /// The CONNECT reply is queued; the tunnel's first bytes are awaited: a ClientHello must
+    /// name an allowed host too, anything else (or an upstream that speaks first) is spliced.
+    Inspecting,
+    /// The stream's first bytes are queued for the upstream; splice once both outbound
+    /// buffers are empty.
     TunnelOpening,
     /// Spliced by the runtime.
     Tunnel,
@@ -145,19 +152,30 @@ pub(crate) struct Txn {
     close_after: bool,
     /// The upstream connection may carry the next request.
     upstream_reusable: bool,
+    /// The SNI of the ClientHello judged, if any.
+    sni: Option<Host>,
+    /// The ClientHello carried Encrypted Client Hello.
+    ech: bool,
+    /// The original destination is not among the name's addresses.
+    dst_mismatch: bool,
 }
 
 impl Session {
     pub(super) fn on_accept(&mut self, now: Instant) {
         self.timers
             .set(Timer::Header, now + self.config.limits.header_timeout);
+        if self.accepted.listener == ListenerKind::TransparentTls {
+            self.state = State::AwaitHello;
+        }
     }
 
     pub(super) fn derive_interest(&self) -> Interest {
         let limits = &self.config.limits;
         let read_client = !self.client_eof
             && match &self.state {
-                State::AwaitRequest => self.inbox.len() <= limits.max_header_bytes,
+                State::AwaitRequest | State::AwaitHello | State::Inspecting => {
+                    self.inbox.len() <= limits.max_header_bytes
+                }
                 State::Exchange => {
                     self.txn.as_ref().is_some_and(|t| !t.request_body.is_done())
                         && self.out[UPSTREAM].len() < HIGH_WATER
@@ -172,7 +190,10 @@ impl Session {
         let read_upstream = match &self.state {
             State::AwaitRequest => self.upstream.is_some(),
             State::Exchange => self.out[CLIENT].len() < HIGH_WATER,
-            State::Resolving { .. }
+            // An upstream that speaks first is not carrying TLS.
+            State::Inspecting => self.inbox.is_empty(),
+            State::AwaitHello
+            | State::Resolving { .. }
             | State::Connecting { .. }
             | State::TunnelOpening
             | State::Tunnel
@@ -190,6 +211,14 @@ impl Session {
             State::AwaitRequest => {
                 self.inbox.extend_from_slice(data);
                 self.advance_request(now);
+            }
+            State::AwaitHello => {
+                self.inbox.extend_from_slice(data);
+                self.advance_hello(now);
+            }
+            State::Inspecting => {
+                self.inbox.extend_from_slice(data);
+                self.advance_inspection(now);
             }
             State::Exchange => self.forward_request_body(now, data),
             State::Resolving { .. } | State::Connecting { .. } => {
@@ -213,13 +242,22 @@ impl Session {
             State::Exchange => self.on_response_data(now, data),
             // A kept-alive upstream that speaks out of turn cannot be trusted with a request.
             State::AwaitRequest => self.drop_upstream(),
+            State::Inspecting => {
+                // A server-first protocol (SSH, SMTP): not TLS, nothing to inspect.
+                self.out[CLIENT].push(data);
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.bytes_to_client += data.len() as u64;
+                }
+                self.end_inspection(now);
+            }
             State::TunnelOpening => {
                 self.out[CLIENT].push(data);
                 if let Some(txn) = self.txn.as_mut() {
                     txn.bytes_to_client += data.len() as u64;
                 }
             }
-            State::Resolving { .. }
+            State::AwaitHello
+            | State::Resolving { .. }
             | State::Connecting { .. }
             | State::Tunnel
             | State::Closing { .. }
@@ -233,6 +271,8 @@ impl Session {
             State::Closing { fin_sent: false } => self.maybe_fin(now),
             State::Exchange => self.touch(now),
             State::AwaitRequest
+            | State::AwaitHello
+            | State::Inspecting
             | State::Resolving { .. }
             | State::Connecting { .. }
             | State::Tunnel
@@ -319,6 +359,7 @@ impl Session {
                 match txn.kind {
                     Kind::Connect => self.open_tunnel(now),
                     Kind::Forward => self.begin_exchange(now),
+                    Kind::Passthrough => self.end_inspection(now),
                 }
             }
             Err(error) => {
@@ -365,12 +406,26 @@ impl Session {
 
     pub(super) fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
-            Timer::Header => {
-                if matches!(self.state, State::AwaitRequest) {
+            Timer::Header => match self.state {
+                State::AwaitRequest => {
                     self.open_error_txn(now, "error:request-timeout");
                     self.fail(now, Reply::RequestTimeout, Reason::HeaderTimeout, None);
                 }
-            }
+                State::AwaitHello => {
+                    self.open_hello_txn(now, None);
+                    self.deny_tls(now, DenyReason::InvalidHello, Some("hello_timeout"));
+                }
+                State::Inspecting => {
+                    self.deny_tls(now, DenyReason::InvalidHello, Some("hello_timeout"));
+                }
+                State::Resolving { .. }
+                | State::Connecting { .. }
+                | State::Exchange
+                | State::TunnelOpening
+                | State::Tunnel
+                | State::Closing { .. }
+                | State::Finished => {}
+            },
             Timer::Idle => self.on_idle(now),
             Timer::Resolve => {
                 if matches!(self.state, State::Resolving { .. }) {
@@ -452,8 +507,12 @@ impl Session {
             return self.reject_head(now, Rejection::TooLarge);
         }
         self.timers.clear(Timer::Header);
-        let form = match self.accepted.listener {
-            ListenerKind::Explicit => Form::Proxy,
+        let form = match (self.accepted.listener, self.accepted.original_dst) {
+            (ListenerKind::Explicit, _) => Form::Proxy,
+            (ListenerKind::TransparentHttp, Some(dst)) => Form::Intercepted { port: dst.port() },
+            (ListenerKind::TransparentHttp | ListenerKind::TransparentTls, _) => {
+                return self.reject_head(now, Rejection::Invalid("no_original_destination"));
+            }
         };
         match request::parse(&self.inbox, end, form) {
             Ok(request) => {
@@ -526,6 +585,9 @@ impl Session {
             response_started: false,
             close_after: false,
             upstream_reusable: false,
+            sni: None,
+            ech: false,
+            dst_mismatch: false,
         }));
         if let Access::Denied(reason) = access {
             self.emit_decided(now);
@@ -593,6 +655,13 @@ impl Session {
                 }
             }
         }
+        if let (ListenerKind::TransparentHttp | ListenerKind::TransparentTls, Some(dst)) =
+            (self.accepted.listener, self.accepted.original_dst)
+        {
+            // The connection goes to the name's own addresses; a client that was going
+            // somewhere else (spoofed Host or SNI, stale DNS) is noted, never followed.
+            txn.dst_mismatch = !addrs.contains(&dst.ip());
+        }
         if candidates.is_empty() {
             let class = denied.unwrap_or(crate::policy::AddrClass::Unspecified);
             txn.access = Some(Access::Denied(DenyReason::PrivateAddress(class)));
@@ -644,18 +713,203 @@ impl Session {
 
     fn open_tunnel(&mut self, now: Instant) {
         self.out[CLIENT].push(CONNECT_ESTABLISHED);
+        let Some(txn) = self.txn.as_mut() else {
+            return self.close(Close::Reset);
+        };
+        txn.status = 200;
+        txn.bytes_to_client += CONNECT_ESTABLISHED.len() as u64;
+        let inspect = txn
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.settings().inspect_tunnels);
+        self.touch(now);
+        if !inspect {
+            return self.end_inspection(now);
+        }
+        self.state = State::Inspecting;
+        self.hello = tls::HelloReader::default();
+        self.advance_inspection(now);
+    }
+
+    /// Judges the first bytes of a tunnel: a ClientHello's SNI must be allowed too.
+    fn advance_inspection(&mut self, now: Instant) {
+        let Some(&first) = self.inbox.first() else {
+            return;
+        };
+        if !tls::starts_handshake(first) {
+            return self.end_inspection(now);
+        }
+        if !self.timers.is_set(Timer::Header) {
+            self.timers
+                .set(Timer::Header, now + self.config.limits.header_timeout);
+        }
+        match self
+            .hello
+            .feed(&self.inbox, self.config.limits.max_header_bytes)
+        {
+            HelloStatus::Partial => {}
+            HelloStatus::Invalid(detail) => {
+                self.deny_tls(now, DenyReason::InvalidHello, Some(detail));
+            }
+            HelloStatus::Complete(hello) => {
+                self.timers.clear(Timer::Header);
+                match self.judge_hello(&hello, true) {
+                    Ok(()) => self.end_inspection(now),
+                    Err((reason, detail)) => self.deny_tls(now, reason, detail),
+                }
+            }
+        }
+    }
+
+    /// Queues the stream's first bytes for the upstream and hands the tunnel to the runtime
+    /// once they and the CONNECT reply are written.
+    fn end_inspection(&mut self, now: Instant) {
+        self.timers.clear(Timer::Header);
         let pending = std::mem::take(&mut self.inbox);
         if !pending.is_empty() {
             self.out[UPSTREAM].push(&pending);
-        }
-        if let Some(txn) = self.txn.as_mut() {
-            txn.status = 200;
-            txn.bytes_to_client += CONNECT_ESTABLISHED.len() as u64;
-            txn.bytes_from_client += pending.len() as u64;
+            if let Some(txn) = self.txn.as_mut() {
+                txn.bytes_from_client += pending.len() as u64;
+            }
         }
         self.state = State::TunnelOpening;
         self.touch(now);
         self.maybe_splice(now);
+    }
+
+    // ---- intercepted TLS ----
+
+    fn advance_hello(&mut self, now: Instant) {
+        if self.accepted.original_dst.is_none() {
+            self.open_hello_txn(now, None);
+            return self.deny_tls(
+                now,
+                DenyReason::InvalidHello,
+                Some("no_original_destination"),
+            );
+        }
+        match self
+            .hello
+            .feed(&self.inbox, self.config.limits.max_header_bytes)
+        {
+            HelloStatus::Partial => {}
+            HelloStatus::Invalid(detail) => {
+                self.open_hello_txn(now, None);
+                self.deny_tls(now, DenyReason::InvalidHello, Some(detail));
+            }
+            HelloStatus::Complete(hello) => {
+                self.timers.clear(Timer::Header);
+                self.open_hello_txn(now, Some(&hello));
+                match self.judge_hello(&hello, false) {
+                    Ok(()) => self.open_upstream(now),
+                    Err((reason, detail)) => self.deny_tls(now, reason, detail),
+                }
+            }
+        }
+    }
+
+    /// Opens the record of an intercepted TLS connection: `CONNECT sni:port`, or the original
+    /// destination when the hello names no usable host.
+    fn open_hello_txn(&mut self, now: Instant, hello: Option<&Hello>) {
+        let port = self.accepted.original_dst.map_or(0, |d| d.port());
+        let sni = hello.and_then(|h| h.sni.as_ref().ok()).cloned();
+        let url = match (&sni, self.accepted.original_dst) {
+            (Some(host), _) => host.authority(port),
+            (None, Some(dst)) => dst.to_string(),
+            (None, None) => "error:invalid-client-hello".to_owned(),
+        };
+        self.open_error_txn(now, &url);
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        txn.method = "CONNECT".into();
+        txn.kind = Kind::Passthrough;
+        txn.port = port;
+        txn.host.clone_from(&sni);
+        txn.sni = sni;
+        txn.ech = hello.is_some_and(|h| h.ech);
+        txn.policy = Some(self.store.load());
+        txn.close_after = false;
+    }
+
+    /// Decides on a ClientHello: its SNI on the session's port, and ECH. `in_tunnel` marks a
+    /// hello inside an allowed CONNECT, where the CONNECT target already decided where bytes
+    /// go and the SNI must not contradict it. Sets the request's access; returns the denial.
+    fn judge_hello(
+        &mut self,
+        hello: &Hello,
+        in_tunnel: bool,
+    ) -> Result<(), (DenyReason, Option<&'static str>)> {
+        let Some(txn) = self.txn.as_mut() else {
+            return Err((DenyReason::InvalidHello, None));
+        };
+        let policy = txn.policy.clone().unwrap_or_else(|| self.store.load());
+        txn.sni = hello.sni.as_ref().ok().cloned();
+        txn.ech = hello.ech;
+        let audit = policy.settings().mode == Mode::Audit;
+        let host = match (&hello.sni, in_tunnel) {
+            (Ok(host), _) => host,
+            // Without SNI a TLS server cannot be steered away from the CONNECT target.
+            (Err("no_sni"), true) => return Ok(()),
+            (Err("no_sni"), false) => return Err((DenyReason::NoSni, None)),
+            (Err(detail), _) => return Err((DenyReason::InvalidHello, Some(*detail))),
+        };
+        let mut verdict = Verdict::Allow;
+        let mut rule = None;
+        if hello.ech && policy.settings().ech == EchPolicy::Deny {
+            verdict = Verdict::Deny(DenyReason::EncryptedClientHello);
+        } else {
+            let decision = policy.decide(host, txn.port);
+            rule = decision.rule;
+            if let Verdict::Deny(reason) = decision.verdict {
+                let reason = if in_tunnel {
+                    DenyReason::SniNotAllowed
+                } else {
+                    reason
+                };
+                verdict = Verdict::Deny(reason);
+            }
+        }
+        let access = match verdict {
+            Verdict::Allow => Access::Allowed,
+            Verdict::Deny(reason) if audit => Access::Audited(reason),
+            Verdict::Deny(reason) => Access::Denied(reason),
+        };
+        if !in_tunnel {
+            txn.rule = rule;
+            txn.access = Some(access);
+        } else if let Access::Audited(_) = access {
+            txn.access = Some(access);
+        }
+        match access {
+            Access::Allowed | Access::Audited(_) => Ok(()),
+            Access::Denied(reason) => Err((reason, Some(reason.as_str()))),
+        }
+    }
+
+    /// Denies a TLS stream: a fatal `access_denied` alert and a close, or a reset, as the
+    /// policy says. Logged as `TCP_DENIED/403`.
+    fn deny_tls(&mut self, now: Instant, reason: DenyReason, detail: Option<&'static str>) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.close(Close::Reset);
+        };
+        let policy = txn.policy.clone().unwrap_or_else(|| self.store.load());
+        txn.access = Some(Access::Denied(reason));
+        txn.status = 403;
+        self.emit_decided(now);
+        self.drop_upstream();
+        self.out[UPSTREAM].clear();
+        match policy.settings().tls_deny {
+            TlsDeny::Alert => {
+                self.out[CLIENT].push(ACCESS_DENIED_ALERT);
+                if let Some(txn) = self.txn.as_mut() {
+                    txn.bytes_to_client += ACCESS_DENIED_ALERT.len() as u64;
+                }
+                self.finish_txn(now, Reason::Denied, detail);
+                self.start_closing(now);
+            }
+            TlsDeny::Reset => self.abort(now, Reason::Denied, detail),
+        }
     }
 
     fn maybe_splice(&mut self, now: Instant) {
@@ -872,6 +1126,13 @@ impl Session {
                 self.abort(now, Reason::ClientClosed, Some("request_truncated"));
             }
             State::Closing { .. } if self.out[CLIENT].is_empty() => self.close(Close::Graceful),
+            State::AwaitHello if self.inbox.is_empty() => self.start_closing(now),
+            State::AwaitHello => {
+                self.open_hello_txn(now, None);
+                self.deny_tls(now, DenyReason::InvalidHello, Some("incomplete_hello"));
+            }
+            // A client that half-closes an open tunnel: the runtime carries the close on.
+            State::Inspecting => self.end_inspection(now),
             // A half-close after a complete request: the response is still delivered.
             State::Exchange
             | State::Resolving { .. }
@@ -887,12 +1148,13 @@ impl Session {
         match self.state {
             State::AwaitRequest => self.drop_upstream(),
             State::Exchange => self.upstream_ended(now),
-            State::TunnelOpening => {
+            State::TunnelOpening | State::Inspecting => {
                 self.finish_txn(now, Reason::UpstreamClosed, None);
                 self.drop_upstream();
                 self.start_closing(now);
             }
-            State::Resolving { .. }
+            State::AwaitHello
+            | State::Resolving { .. }
             | State::Connecting { .. }
             | State::Tunnel
             | State::Closing { .. }
@@ -946,11 +1208,12 @@ impl Session {
                     self.fail(now, Reply::ReadTimeout, Reason::ReadTimeout, None);
                 }
             }
-            State::TunnelOpening | State::Tunnel => {
+            State::Inspecting | State::TunnelOpening | State::Tunnel => {
                 self.finish_txn(now, Reason::IdleTimeout, None);
                 self.close(Close::Graceful);
             }
-            State::Resolving { .. }
+            State::AwaitHello
+            | State::Resolving { .. }
             | State::Connecting { .. }
             | State::Closing { .. }
             | State::Finished => {}
@@ -1073,6 +1336,9 @@ impl Session {
             response_started: false,
             close_after: true,
             upstream_reusable: false,
+            sni: None,
+            ech: false,
+            dst_mismatch: false,
         }));
     }
 
@@ -1128,6 +1394,9 @@ impl Session {
             bytes_from_client: txn.bytes_from_client,
             upstream: txn.upstream_addr,
             content_type: txn.content_type,
+            sni: txn.sni,
+            ech: txn.ech,
+            dst_mismatch: txn.dst_mismatch,
         }));
     }
 }

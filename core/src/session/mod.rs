@@ -169,6 +169,8 @@ pub struct Session {
     request_started: Option<Instant>,
     client_eof: bool,
     draining: bool,
+    /// Reassembles a ClientHello (transparent TLS, or the start of a CONNECT tunnel).
+    hello: crate::tls::HelloReader,
 }
 
 /// Bytes waiting to be written to one peer.
@@ -207,6 +209,7 @@ impl Session {
             request_started: None,
             client_eof: false,
             draining: false,
+            hello: crate::tls::HelloReader::default(),
         };
         session.on_accept(now);
         session

@@ -48,7 +48,7 @@ pub(crate) struct Harness {
 impl Harness {
     /// Returns a harness whose policy admits `entries` with default settings and limits.
     pub(crate) fn new(entries: &[&str]) -> Harness {
-        Harness::build(entries, PolicySettings::default(), Limits::default())
+        Harness::build(entries, settings(), Limits::default())
     }
 
     /// Returns a harness with the given policy settings and default limits.
@@ -58,7 +58,27 @@ impl Harness {
 
     /// Returns a harness with default policy settings and the given limits.
     pub(crate) fn with_limits(entries: &[&str], limits: Limits) -> Harness {
-        Harness::build(entries, PolicySettings::default(), limits)
+        Harness::build(entries, settings(), limits)
+    }
+
+    /// Returns a harness on a listener of `kind` with an original destination, and accepts
+    /// its one session.
+    pub(crate) fn transparent(
+        entries: &[&str],
+        settings: PolicySettings,
+        kind: ListenerKind,
+        original_dst: SocketAddr,
+    ) -> Harness {
+        let list = Allowlist::compile(entries.iter().map(|e| {
+            let (entry, _warning) = Entry::parse(e).expect("valid entry");
+            entry
+        }));
+        Harness::accepting(
+            Policy::new(list, settings),
+            Limits::default(),
+            kind,
+            Some(original_dst),
+        )
     }
 
     /// Returns a harness with everything chosen, and accepts its one session.
@@ -72,6 +92,16 @@ impl Harness {
 
     /// Returns a harness deciding with `policy`.
     pub(crate) fn from_policy(policy: Policy, limits: Limits) -> Harness {
+        Harness::accepting(policy, limits, ListenerKind::Explicit, None)
+    }
+
+    /// Returns a harness that accepted its one session on a listener of `kind`.
+    pub(crate) fn accepting(
+        policy: Policy,
+        limits: Limits,
+        listener: ListenerKind,
+        original_dst: Option<SocketAddr>,
+    ) -> Harness {
         let start = Instant::now();
         let clock = WallClock {
             instant: start,
@@ -84,8 +114,8 @@ impl Harness {
             Accepted {
                 client: CLIENT_ADDR.parse().expect("address"),
                 local: "10.0.0.1:3128".parse().expect("address"),
-                listener: ListenerKind::Explicit,
-                original_dst: None,
+                listener,
+                original_dst,
             },
         );
         let policy = gateway.store().load();
@@ -454,4 +484,13 @@ pub(crate) fn sock(addr: &str) -> SocketAddr {
 /// Returns bytes as text for assertion messages, escaping what is not printable.
 pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Returns the default policy settings without tunnel inspection: most tunnel transcripts are
+/// about the splice hand-off; inspection has tests of its own.
+pub(crate) fn settings() -> PolicySettings {
+    PolicySettings {
+        inspect_tunnels: false,
+        ..PolicySettings::default()
+    }
 }

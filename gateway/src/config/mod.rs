@@ -63,6 +63,10 @@ pub enum Runtime {
 pub struct ListenConfig {
     /// Addresses for explicit (forward proxy) mode.
     pub explicit: Vec<SocketAddr>,
+    /// Addresses where nftables redirects intercepted port-80 traffic.
+    pub transparent_http: Vec<SocketAddr>,
+    /// Addresses where nftables redirects intercepted port-443 traffic.
+    pub transparent_tls: Vec<SocketAddr>,
 }
 
 /// `[allowlist]`.
@@ -281,15 +285,17 @@ impl Config {
                 message,
             });
         };
-        if self.listen.explicit.is_empty() {
-            problem(
-                "[listen] explicit",
-                "at least one listener is needed".to_owned(),
-            );
+        let listeners = self.listeners();
+        if listeners.is_empty() {
+            problem("[listen]", "at least one listener is needed".to_owned());
         }
-        for (index, addr) in self.listen.explicit.iter().enumerate() {
-            if self.listen.explicit[..index].contains(addr) {
-                problem("[listen] explicit", format!("{addr} is listed twice"));
+        for (index, spec) in listeners.iter().enumerate() {
+            if listeners[..index]
+                .iter()
+                .any(|other| other.addr == spec.addr)
+            {
+                let key = format!("[listen] {}", spec.kind.as_str());
+                problem(&key, format!("{} is listed twice", spec.addr));
             }
         }
         for name in self.resolver.hosts.keys() {
@@ -310,11 +316,15 @@ impl Config {
     /// Returns the listeners to bind.
     #[must_use]
     pub fn listeners(&self) -> Vec<ListenerSpec> {
-        let explicit = self.listen.explicit.iter().map(|&addr| ListenerSpec {
-            addr,
-            kind: ListenerKind::Explicit,
-        });
-        explicit.collect()
+        let kinds = [
+            (&self.listen.explicit, ListenerKind::Explicit),
+            (&self.listen.transparent_http, ListenerKind::TransparentHttp),
+            (&self.listen.transparent_tls, ListenerKind::TransparentTls),
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|(addrs, kind)| addrs.iter().map(move |&addr| ListenerSpec { addr, kind }))
+            .collect()
     }
 
     /// Returns the core's limits (the linger timeout keeps its default).
@@ -464,6 +474,8 @@ impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             explicit: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
+            transparent_http: Vec::new(),
+            transparent_tls: Vec::new(),
         }
     }
 }

@@ -260,7 +260,7 @@ fn validation_needs_a_listener_and_valid_resolver_names() {
     assert_eq!(problems.len(), 1);
     assert_eq!(
         problems[0],
-        "egret.toml: [listen] explicit: at least one listener is needed"
+        "egret.toml: [listen]: at least one listener is needed"
     );
     let config = parse(
         "[listen]\nexplicit = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n\

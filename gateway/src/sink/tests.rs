@@ -178,6 +178,9 @@ fn tunnel() -> Closed {
         bytes_from_client: 900,
         upstream: Some("151.101.0.223:443".parse().unwrap()),
         content_type: None,
+        sni: None,
+        ech: false,
+        dst_mismatch: false,
     }
 }
 

@@ -1,0 +1,265 @@
+//! The TLS ClientHello, read without terminating TLS: reassembled across TCP segments and
+//! across handshake records, then parsed for its SNI and for Encrypted Client Hello.
+//!
+//! tls-parser parses one record at a time and fails on a ClientHello split over several
+//! handshake records (legal, and used by large post-quantum hellos and by evasion tools), so the
+//! records are joined here and only the whole handshake message is handed to tls-parser.
+
+use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
+
+use crate::host::Host;
+
+/// The TLS record type of handshake messages.
+const HANDSHAKE: u8 = 0x16;
+/// The handshake type of a ClientHello.
+const CLIENT_HELLO: u8 = 0x01;
+/// The largest plaintext record (RFC 8446 §5.1).
+const MAX_RECORD: usize = 1 << 14;
+/// The `encrypted_client_hello` extension (draft-ietf-tls-esni).
+const ECH_EXTENSION: u16 = 0xfe0d;
+/// The `host_name` server name type (RFC 6066 §3).
+const HOST_NAME: u8 = 0;
+
+/// A fatal `access_denied` alert record (RFC 8446 §6): level 2, description 49.
+pub(crate) const ACCESS_DENIED_ALERT: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
+
+/// Where reading a ClientHello stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HelloStatus {
+    /// More bytes are needed.
+    Partial,
+    /// A whole ClientHello.
+    Complete(Hello),
+    /// Not a ClientHello this gateway accepts; the detail names why.
+    Invalid(&'static str),
+}
+
+/// What a ClientHello says about its destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    /// The SNI `host_name`, or the reason there is no usable one (`no_sni`, `multiple_sni`,
+    /// `invalid_sni`).
+    pub(crate) sni: Result<Host, &'static str>,
+    /// Whether an `encrypted_client_hello` extension is present.
+    pub(crate) ech: bool,
+    /// The bytes of the records that carried the hello, from the start of the stream.
+    pub(crate) len: usize,
+}
+
+/// Reassembles a ClientHello from a growing buffer; each call looks only at new records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HelloReader {
+    /// Bytes of whole records already taken from the buffer.
+    consumed: usize,
+    /// The handshake bytes of those records, joined.
+    handshake: Vec<u8>,
+}
+
+/// Returns whether a stream starting with `first` is a TLS handshake.
+pub(crate) fn starts_handshake(first: u8) -> bool {
+    first == HANDSHAKE
+}
+
+impl HelloReader {
+    /// Reads on in `buf`, the client's bytes from the start of the stream, accepting at most
+    /// `max` bytes of records.
+    pub(crate) fn feed(&mut self, buf: &[u8], max: usize) -> HelloStatus {
+        loop {
+            let rest = &buf[self.consumed.min(buf.len())..];
+            let Some(&kind) = rest.first() else {
+                return HelloStatus::Partial;
+            };
+            if kind != HANDSHAKE {
+                return HelloStatus::Invalid(match (self.consumed, kind) {
+                    // An SSLv2-compatible hello starts with a two-byte length, high bit set.
+                    (0, 0x80..=0xff) => "sslv2_hello",
+                    (0, _) => "not_tls",
+                    (_, _) => "unexpected_record",
+                });
+            }
+            if rest.len() >= 2 && rest[1] != 3 {
+                return HelloStatus::Invalid("bad_record_version");
+            }
+            if rest.len() < 5 {
+                return HelloStatus::Partial;
+            }
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            if len == 0 {
+                return HelloStatus::Invalid("empty_record");
+            }
+            if len > MAX_RECORD {
+                return HelloStatus::Invalid("record_too_large");
+            }
+            if self.consumed + 5 + len > max {
+                return HelloStatus::Invalid("hello_too_large");
+            }
+            if rest.len() < 5 + len {
+                return HelloStatus::Partial;
+            }
+            self.handshake.extend_from_slice(&rest[5..5 + len]);
+            self.consumed += 5 + len;
+            if self.handshake[0] != CLIENT_HELLO {
+                return HelloStatus::Invalid("not_client_hello");
+            }
+            if self.handshake.len() < 4 {
+                continue;
+            }
+            let body_len =
+                u32::from_be_bytes([0, self.handshake[1], self.handshake[2], self.handshake[3]]);
+            let whole = 4 + body_len as usize;
+            if whole > max {
+                return HelloStatus::Invalid("hello_too_large");
+            }
+            if self.handshake.len() < whole {
+                continue;
+            }
+            if self.handshake.len() > whole {
+                // A client sends nothing else in the handshake before the server answers.
+                return HelloStatus::Invalid("trailing_handshake_data");
+            }
+            return match parse(&self.handshake) {
+                Ok((sni, ech)) => HelloStatus::Complete(Hello {
+                    sni,
+                    ech,
+                    len: self.consumed,
+                }),
+                Err(detail) => HelloStatus::Invalid(detail),
+            };
+        }
+    }
+}
+
+/// Parses a whole ClientHello handshake message: (SNI, ECH present).
+fn parse(handshake: &[u8]) -> Result<(Result<Host, &'static str>, bool), &'static str> {
+    let Ok((rest, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) =
+        tls_parser::parse_tls_message_handshake(handshake)
+    else {
+        return Err("malformed_client_hello");
+    };
+    if !rest.is_empty() {
+        return Err("malformed_client_hello");
+    }
+    let Some(raw) = hello.ext else {
+        return Ok((Err("no_sni"), false));
+    };
+    let Ok((rest, extensions)) = tls_parser::parse_tls_client_hello_extensions(raw) else {
+        return Err("malformed_extensions");
+    };
+    if !rest.is_empty() {
+        return Err("malformed_extensions");
+    }
+    let mut seen: Vec<u16> = Vec::with_capacity(extensions.len());
+    let mut names: Vec<&[u8]> = Vec::new();
+    let mut sni_extensions = 0;
+    let mut ech = false;
+    for extension in &extensions {
+        // RFC 8446 §4.2: no extension type appears twice. tls-parser folds every GREASE value
+        // (RFC 8701) into one type, so those are told apart by their own value.
+        let id = if let TlsExtension::Grease(value, _) = extension {
+            *value
+        } else {
+            tls_parser::TlsExtensionType::from(extension).0
+        };
+        if seen.contains(&id) {
+            return Err("duplicate_extension");
+        }
+        seen.push(id);
+        if let TlsExtension::SNI(list) = extension {
+            sni_extensions += 1;
+            names.extend(
+                list.iter()
+                    .filter(|(kind, _)| kind.0 == HOST_NAME)
+                    .map(|(_, n)| *n),
+            );
+        }
+        ech |= id == ECH_EXTENSION;
+    }
+    let sni = match (sni_extensions, names.as_slice()) {
+        (0, _) | (_, []) => Err("no_sni"),
+        (_, [name]) => match Host::parse(name) {
+            // RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName".
+            Ok(Host::Ip(_)) | Err(_) => Err("invalid_sni"),
+            Ok(host) => Ok(host),
+        },
+        (_, _) => Err("multiple_sni"),
+    };
+    Ok((sni, ech))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_hellos_parse() {
+        let cases: [(&[u8], Result<&str, &str>, bool); 4] = [
+            (
+                include_bytes!("../tests/fixtures/hello/curl-7.88-openssl-3.0.bin"),
+                Ok("allowed.test"),
+                false,
+            ),
+            (
+                include_bytes!("../tests/fixtures/hello/openssl-3.0-s_client.bin"),
+                Ok("allowed.test"),
+                false,
+            ),
+            (
+                include_bytes!("../tests/fixtures/hello/openssl-3.0-noservername.bin"),
+                Err("no_sni"),
+                false,
+            ),
+            (
+                include_bytes!("../tests/fixtures/hello/chromium-156-x25519mlkem768.bin"),
+                Ok("allowed.test"),
+                true,
+            ),
+        ];
+        for (bytes, sni, ech) in cases {
+            let status = HelloReader::default().feed(bytes, 16384);
+            let HelloStatus::Complete(hello) = status else {
+                panic!("{status:?}");
+            };
+            assert_eq!(
+                hello.sni.as_ref().map(|h| h.to_string()).map_err(|e| *e),
+                sni.map(str::to_owned)
+            );
+            assert_eq!(hello.ech, ech);
+            assert_eq!(hello.len, bytes.len());
+        }
+    }
+
+    #[test]
+    fn the_alert_is_a_fatal_access_denied() {
+        assert_eq!(ACCESS_DENIED_ALERT[0], 0x15, "alert record");
+        assert_eq!(&ACCESS_DENIED_ALERT[5..], &[2, 49], "fatal access_denied");
+    }
+
+    #[test]
+    fn non_tls_streams_are_named() {
+        let mut reader = HelloReader::default();
+        assert_eq!(
+            reader.feed(b"GET / HTTP/1.1\r\n", 16384),
+            HelloStatus::Invalid("not_tls")
+        );
+        let mut reader = HelloReader::default();
+        assert_eq!(
+            reader.feed(&[0x80, 0x2e, 0x01], 16384),
+            HelloStatus::Invalid("sslv2_hello")
+        );
+        let mut reader = HelloReader::default();
+        assert_eq!(
+            reader.feed(&[0x16, 0x02], 16384),
+            HelloStatus::Invalid("bad_record_version")
+        );
+        let mut reader = HelloReader::default();
+        assert_eq!(
+            reader.feed(&[0x16, 0x03, 0x01, 0x00, 0x00], 16384),
+            HelloStatus::Invalid("empty_record")
+        );
+        let mut reader = HelloReader::default();
+        assert_eq!(
+            reader.feed(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0, 0, 0], 16384),
+            HelloStatus::Invalid("not_client_hello")
+        );
+    }
+}
