@@ -110,6 +110,10 @@ pub enum Step {
     Echo(String),
     /// The client reads exactly these bytes (inside a tunnel).
     Receive(String),
+    /// The client sends these bytes as they are (a ClientHello, say).
+    SendBytes(&'static [u8]),
+    /// The client reads exactly these bytes.
+    ReceiveBytes(&'static [u8]),
     /// The client sees the connection end (FIN or reset) with no further bytes.
     Closed,
     /// The client reads the start of a response, then the connection ends before it is

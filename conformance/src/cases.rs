@@ -5,11 +5,24 @@ use std::time::Duration;
 
 use crate::case::{Case, LogExpect, ResponseExpect, Step, World};
 
+/// A ClientHello from curl naming `allowed.test`.
+const HELLO_ALLOWED: &[u8] =
+    include_bytes!("../../core/tests/fixtures/hello/curl-7.88-openssl-3.0.bin");
+/// A ClientHello from curl naming `denied.test`.
+const HELLO_DENIED: &[u8] =
+    include_bytes!("../../core/tests/fixtures/hello/curl-7.88-openssl-3.0-denied.bin");
+/// A ClientHello without SNI.
+const HELLO_NO_SNI: &[u8] =
+    include_bytes!("../../core/tests/fixtures/hello/openssl-3.0-noservername.bin");
+/// A fatal `access_denied` alert record.
+const ALERT: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
+
 /// Returns every case.
 #[must_use]
 pub fn all() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(connect_cases());
+    cases.extend(inspection_cases());
     cases.extend(forward_cases());
     cases.extend(invalid_cases());
     cases.extend(limit_cases());
@@ -156,6 +169,69 @@ fn connect_cases() -> Vec<Case> {
         invalid(
             "connect_origin_form",
             "CONNECT / HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
+        ),
+    ]
+}
+
+/// ClientHellos at the start of CONNECT tunnels: the SNI must be allowed too.
+fn inspection_cases() -> Vec<Case> {
+    let connect = || send("CONNECT allowed.test:{echo} HTTP/1.1\r\n\r\n");
+    let tunnel_log = || vec![log("TCP_TUNNEL/200", "CONNECT", "allowed.test:{echo}")];
+    vec![
+        case(
+            "connect_hello_naming_an_allowed_host",
+            vec![
+                connect(),
+                Step::Tunnel,
+                Step::SendBytes(HELLO_ALLOWED),
+                Step::ReceiveBytes(HELLO_ALLOWED),
+            ],
+            tunnel_log(),
+        ),
+        case(
+            "connect_hello_split_across_segments",
+            vec![
+                connect(),
+                Step::Tunnel,
+                Step::SendBytes(&HELLO_ALLOWED[..3]),
+                Step::SendBytes(&HELLO_ALLOWED[3..300]),
+                Step::SendBytes(&HELLO_ALLOWED[300..]),
+                Step::ReceiveBytes(HELLO_ALLOWED),
+            ],
+            tunnel_log(),
+        ),
+        case(
+            "connect_hello_naming_a_denied_host_is_domain_fronting",
+            vec![
+                connect(),
+                Step::Tunnel,
+                Step::SendBytes(HELLO_DENIED),
+                Step::ReceiveBytes(ALERT),
+                Step::Closed,
+            ],
+            vec![log("TCP_DENIED/403", "CONNECT", "allowed.test:{echo}")],
+        ),
+        case(
+            "connect_hello_without_sni_follows_the_connect_target",
+            vec![
+                connect(),
+                Step::Tunnel,
+                Step::SendBytes(HELLO_NO_SNI),
+                Step::ReceiveBytes(HELLO_NO_SNI),
+            ],
+            tunnel_log(),
+        ),
+        case(
+            "connect_stalled_hello_is_closed",
+            vec![
+                connect(),
+                Step::Tunnel,
+                Step::SendBytes(&HELLO_ALLOWED[..50]),
+                Step::Wait(Duration::from_millis(1500)),
+                Step::ReceiveBytes(ALERT),
+                Step::Closed,
+            ],
+            vec![log("TCP_DENIED/403", "CONNECT", "allowed.test:{echo}")],
         ),
     ]
 }

@@ -383,6 +383,11 @@ impl Client {
                 self.receive(&bytes)
             }
             Step::Receive(text) => self.receive(ports.fill(text).as_bytes()),
+            Step::SendBytes(bytes) => self
+                .stream
+                .write_all(bytes)
+                .map_err(|e| format!("send: {e}")),
+            Step::ReceiveBytes(bytes) => self.receive(bytes),
             Step::Closed => {
                 let deadline = Instant::now() + READ_DEADLINE;
                 while !self.eof && self.rx.is_empty() && Instant::now() < deadline {

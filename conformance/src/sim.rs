@@ -187,6 +187,16 @@ impl Sim {
                 self.receive(&bytes)
             }
             Step::Receive(text) => self.receive(PORTS.fill(text).as_bytes()),
+            Step::SendBytes(bytes) => {
+                if self.spliced {
+                    self.tunnel_send(bytes);
+                } else {
+                    self.session.handle_client_data(self.now, bytes);
+                }
+                self.settle();
+                Ok(())
+            }
+            Step::ReceiveBytes(bytes) => self.receive(bytes),
             Step::Closed => {
                 if !self.client_rx.is_empty() {
                     return Err(format!(

@@ -1,5 +1,6 @@
-//! Properties of the core: segmentation does not change a transcript, the compiled allowlist
-//! agrees with a naive matcher, and no sequence of inputs breaks the drive contract.
+//! Properties of the core: segmentation does not change a transcript (request heads, and
+//! ClientHellos split at any byte and across any number of TLS records), the compiled
+//! allowlist agrees with a naive matcher, and no sequence of inputs breaks the drive contract.
 
 mod support;
 
@@ -15,6 +16,7 @@ use egret_core::{
 use proptest::prelude::*;
 
 use support::Harness;
+use support::hello;
 
 const PUBLIC: &str = "151.101.0.223";
 /// The head size limit of the segmentation property.
@@ -22,6 +24,49 @@ const MAX_HEADER_BYTES: usize = 512;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A captured ClientHello re-framed into handshake records of any size and delivered in
+    /// any number of TCP segments is judged alike, and exactly its bytes reach the upstream.
+    #[test]
+    fn a_hello_is_judged_alike_however_it_is_framed_and_segmented(
+        which in 0usize..4,
+        record in 1usize..2000,
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        listed in any::<bool>(),
+    ) {
+        let captured = [hello::CURL, hello::OPENSSL, hello::NO_SNI, hello::CHROMIUM][which];
+        let bytes = hello::records(&hello::handshake_of(captured), record);
+        let entries: &[&str] = if listed { &["allowed.test"] } else { &["other.test"] };
+        let settings = PolicySettings {
+            ech: egret_core::policy::EchPolicy::Allow,
+            ..support::settings()
+        };
+        let original = support::sock("151.101.0.223:443");
+        let mut h = Harness::transparent(
+            entries,
+            settings,
+            egret_core::ListenerKind::TransparentTls,
+            original,
+        );
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len())).collect();
+        points.sort_unstable();
+        let mut start = 0;
+        for point in points {
+            h.client(&bytes[start..point]);
+            start = point;
+        }
+        h.client(&bytes[start..]);
+        let has_sni = which != 2;
+        if has_sni && listed {
+            prop_assert_eq!(h.take_actions(), vec!["resolve allowed.test".to_owned()]);
+            h.open(PUBLIC);
+            prop_assert_eq!(h.written_to_upstream(), bytes);
+        } else {
+            prop_assert_eq!(h.written_to_client(), vec![0x15, 3, 3, 0, 2, 2, 0x31]);
+            let reason = if has_sni { DenyReason::NotAllowlisted } else { DenyReason::NoSni };
+            prop_assert_eq!(h.only_closed().access, Some(egret_core::Access::Denied(reason)));
+        }
+    }
 
     /// A request preamble gives the same transcript whole or split at any points.
     #[test]
@@ -91,20 +136,35 @@ proptest! {
     fn no_sequence_of_inputs_breaks_the_drive_contract(
         audit in any::<bool>(),
         allow_ip_literals in any::<bool>(),
+        inspect_tunnels in any::<bool>(),
+        listener in prop::sample::select(vec![
+            egret_core::ListenerKind::Explicit,
+            egret_core::ListenerKind::Explicit,
+            egret_core::ListenerKind::TransparentHttp,
+            egret_core::ListenerKind::TransparentTls,
+        ]),
         first in prop_oneof![1 => 0..2usize, 2 => 2..REQUESTS],
         ops in prop::collection::vec(op(), 1..48),
     ) {
         let settings = PolicySettings {
             mode: if audit { Mode::Audit } else { Mode::Enforce },
             allow_ip_literals,
+            inspect_tunnels,
+            ech: egret_core::policy::EchPolicy::Allow,
             ..PolicySettings::default()
         };
         let limits = Limits {
-            max_header_bytes: 1024,
+            max_header_bytes: 4096,
             ..Limits::default()
         };
-        let entries = ["a.example", ".b.example", "10.0.0.1", "151.101.0.223"];
-        let mut h = Harness::build(&entries, settings, limits);
+        let entries = ["a.example", ".b.example", "10.0.0.1", "151.101.0.223", "allowed.test"];
+        let list = Allowlist::compile(entries.iter().map(|e| Entry::parse(e).expect("entry").0));
+        let original = match listener {
+            egret_core::ListenerKind::Explicit => None,
+            egret_core::ListenerKind::TransparentHttp => Some(support::sock("151.101.0.223:80")),
+            egret_core::ListenerKind::TransparentTls => Some(support::sock("151.101.0.223:443")),
+        };
+        let mut h = Harness::accepting(Policy::new(list, settings), limits, listener, original);
         apply(&mut h, Op::Client(first));
         for op in ops {
             apply(&mut h, op);
@@ -429,6 +489,8 @@ const CLIENT_CHUNKS: &[&[u8]] = &[
     b"mple/ HTTP/1.1\r\n\r\n",
     b"\r\n",
     b"\x16\x03\x01\x00\x05hello",
+    hello::CURL,
+    hello::CHROMIUM,
     b"GET http://151.101.0.223/ HTTP/1.1\r\n\r\n",
     b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n",
     b"CONNECT evil.example:443 HTTP/1.1\r\n\r\n",
@@ -440,7 +502,7 @@ const CLIENT_CHUNKS: &[&[u8]] = &[
 /// How many of [`CLIENT_CHUNKS`] are whole request heads, at the start (CONNECT first).
 const REQUESTS: usize = 10;
 /// How many of [`CLIENT_CHUNKS`] lead somewhere other than an immediate refusal.
-const CLIENT_GOOD: usize = 17;
+const CLIENT_GOOD: usize = 19;
 
 /// Upstream bytes: responses whole and in pieces, and a few broken ones (the last ones).
 const UPSTREAM_CHUNKS: &[&[u8]] = &[

@@ -359,7 +359,10 @@ impl Session {
                 match txn.kind {
                     Kind::Connect => self.open_tunnel(now),
                     Kind::Forward => self.begin_exchange(now),
-                    Kind::Passthrough => self.end_inspection(now),
+                    Kind::Passthrough => {
+                        txn.status = 200;
+                        self.end_inspection(now);
+                    }
                 }
             }
             Err(error) => {
@@ -664,7 +667,11 @@ impl Session {
         }
         if candidates.is_empty() {
             let class = denied.unwrap_or(crate::policy::AddrClass::Unspecified);
-            txn.access = Some(Access::Denied(DenyReason::PrivateAddress(class)));
+            let reason = DenyReason::PrivateAddress(class);
+            if txn.kind == Kind::Passthrough {
+                return self.deny_tls(now, reason, Some(class.as_str()));
+            }
+            txn.access = Some(Access::Denied(reason));
             self.emit_decided(now);
             return self.fail(
                 now,
@@ -1220,11 +1227,18 @@ impl Session {
         }
     }
 
-    /// Replies with an error and closes, or resets when a response has already begun.
+    /// Replies with an error and closes, or resets when a response has already begun or the
+    /// client speaks TLS.
     fn fail(&mut self, now: Instant, reply: Reply, reason: Reason, detail: Option<&'static str>) {
         let Some(txn) = self.txn.as_mut() else {
             return self.close(Close::Reset);
         };
+        // A client that speaks TLS cannot read an HTTP reply: an intercepted connection that
+        // cannot be served is reset, as a server that refused it would be.
+        if txn.kind == Kind::Passthrough {
+            txn.status = reply.status();
+            return self.abort(now, reason, detail);
+        }
         if txn.response_started {
             return self.abort(now, reason, detail);
         }

@@ -9,6 +9,8 @@
 // Each test crate uses part of the harness.
 #![allow(dead_code)]
 
+pub(crate) mod hello;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
