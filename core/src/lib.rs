@@ -16,29 +16,8 @@
 //! IO and follows the drive contract documented on [`Session`].
 //!
 //! # Driving a session
-//! ```
-//! use std::time::{Duration, Instant};
-//! use egret_core::{Accepted, Action, Gateway, GatewayConfig, Limits, ListenerKind, Peer,
-//!     UnixMillis, WallClock};
-//! use egret_core::policy::{Allowlist, Policy, PolicySettings, PolicyStore};
-//!
-//! let now = Instant::now();
-//! let clock = WallClock { instant: now, unix: UnixMillis(1_700_000_000_000) };
-//! let config = GatewayConfig { limits: Limits::default(), clock };
-//! let store = PolicyStore::new(Policy::new(Allowlist::default(), PolicySettings::default()));
-//! let mut gateway = Gateway::new(config, store, 0);
-//! let mut session = gateway.accept(now, Accepted {
-//!     client: "10.0.0.5:40000".parse().unwrap(),
-//!     local: "10.0.0.1:3128".parse().unwrap(),
-//!     listener: ListenerKind::Explicit,
-//!     original_dst: None,
-//! });
-//! session.handle_client_data(now, b"CONNECT evil.example:443 HTTP/1.1\r\n\r\n");
-//! assert!(session.outbound(Peer::Client).starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
-//! let written = session.outbound(Peer::Client).len();
-//! session.handle_written(now, Peer::Client, written);
-//! assert_eq!(session.poll_action(), Some(Action::Shutdown));
-//! ```
+//! [`Session`] documents the drive contract; `examples/drive.rs` drives one session by hand,
+//! and the `rt-*` crates are complete adapters.
 
 pub mod event;
 pub mod format;

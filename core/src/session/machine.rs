@@ -160,6 +160,45 @@ pub(crate) struct Txn {
     dst_mismatch: bool,
 }
 
+impl Txn {
+    /// Returns the record of request number `seq`, begun at `started`, with nothing decided
+    /// yet; it closes the connection when it ends unless told otherwise.
+    fn new(seq: u32, started: Instant, method: Box<str>, url: String) -> Txn {
+        Txn {
+            seq,
+            started,
+            method,
+            url,
+            host: None,
+            port: 0,
+            kind: Kind::Forward,
+            access: None,
+            decided: false,
+            rule: None,
+            policy: None,
+            status: 0,
+            content_type: None,
+            bytes_to_client: 0,
+            bytes_from_client: 0,
+            upstream_addr: None,
+            version: 1,
+            keep_alive: false,
+            is_head: false,
+            framing: Framing::None,
+            forward_head: Vec::new(),
+            retryable: false,
+            request_body: BodyReader::Done,
+            response: ResponsePhase::AwaitHead,
+            response_started: false,
+            close_after: true,
+            upstream_reusable: false,
+            sni: None,
+            ech: false,
+            dst_mismatch: false,
+        }
+    }
+}
+
 impl Session {
     pub(super) fn on_accept(&mut self, now: Instant) {
         self.timers
@@ -560,46 +599,24 @@ impl Session {
             }
             Verdict::Deny(reason) => Access::Denied(reason),
         };
-        self.txn = Some(Box::new(Txn {
-            seq: self.seq,
-            started,
-            is_head: request.is_head(),
-            method: request.method,
-            url: request.url,
-            host: Some(request.host),
-            port: request.port,
-            kind: request.kind,
-            access: Some(access),
-            decided: false,
-            rule: decision.rule,
-            policy: Some(policy),
-            status: 0,
-            content_type: None,
-            bytes_to_client: 0,
-            bytes_from_client: request.head_len as u64,
-            upstream_addr: None,
-            version: request.version,
-            keep_alive: request.keep_alive,
-            framing: request.body,
-            forward_head: request.forward_head,
-            retryable: false,
-            request_body: BodyReader::Done,
-            response: ResponsePhase::AwaitHead,
-            response_started: false,
-            close_after: false,
-            upstream_reusable: false,
-            sni: None,
-            ech: false,
-            dst_mismatch: false,
-        }));
+        let is_head = request.is_head();
+        let mut txn = Txn::new(self.seq, started, request.method, request.url);
+        txn.is_head = is_head;
+        txn.host = Some(request.host);
+        txn.port = request.port;
+        txn.kind = request.kind;
+        txn.access = Some(access);
+        txn.rule = decision.rule;
+        txn.policy = Some(policy);
+        txn.bytes_from_client = request.head_len as u64;
+        txn.version = request.version;
+        txn.keep_alive = request.keep_alive;
+        txn.framing = request.body;
+        txn.forward_head = request.forward_head;
+        txn.close_after = false;
+        self.txn = Some(Box::new(txn));
         if let Access::Denied(reason) = access {
-            self.emit_decided(now);
-            return self.fail(
-                now,
-                Reply::AccessDenied,
-                Reason::Denied,
-                Some(reason.as_str()),
-            );
+            return self.deny(now, reason, reason.as_str());
         }
         self.open_upstream(now);
     }
@@ -667,18 +684,7 @@ impl Session {
         }
         if candidates.is_empty() {
             let class = denied.unwrap_or(crate::policy::AddrClass::Unspecified);
-            let reason = DenyReason::PrivateAddress(class);
-            if txn.kind == Kind::Passthrough {
-                return self.deny_tls(now, reason, Some(class.as_str()));
-            }
-            txn.access = Some(Access::Denied(reason));
-            self.emit_decided(now);
-            return self.fail(
-                now,
-                Reply::AccessDenied,
-                Reason::Denied,
-                Some(class.as_str()),
-            );
+            return self.deny(now, DenyReason::PrivateAddress(class), class.as_str());
         }
         self.emit_decided(now);
         self.attempt(now, candidates, 0);
@@ -1227,6 +1233,20 @@ impl Session {
         }
     }
 
+    /// Denies the request in progress: the 403 for HTTP and CONNECT, the TLS denial for an
+    /// intercepted hello.
+    fn deny(&mut self, now: Instant, reason: DenyReason, detail: &'static str) {
+        let Some(txn) = self.txn.as_mut() else {
+            return self.close(Close::Reset);
+        };
+        if txn.kind == Kind::Passthrough {
+            return self.deny_tls(now, reason, Some(detail));
+        }
+        txn.access = Some(Access::Denied(reason));
+        self.emit_decided(now);
+        self.fail(now, Reply::AccessDenied, Reason::Denied, Some(detail));
+    }
+
     /// Replies with an error and closes, or resets when a response has already begun or the
     /// client speaks TLS.
     fn fail(&mut self, now: Instant, reply: Reply, reason: Reason, detail: Option<&'static str>) {
@@ -1322,38 +1342,12 @@ impl Session {
     fn open_error_txn(&mut self, now: Instant, url: &str) {
         self.seq += 1;
         let started = self.request_started.take().unwrap_or(now);
-        self.txn = Some(Box::new(Txn {
-            seq: self.seq,
+        self.txn = Some(Box::new(Txn::new(
+            self.seq,
             started,
-            method: "NONE".into(),
-            url: url.to_owned(),
-            host: None,
-            port: 0,
-            kind: Kind::Forward,
-            access: None,
-            decided: false,
-            rule: None,
-            policy: None,
-            status: 0,
-            content_type: None,
-            bytes_to_client: 0,
-            bytes_from_client: 0,
-            upstream_addr: None,
-            version: 1,
-            keep_alive: false,
-            is_head: false,
-            framing: Framing::None,
-            forward_head: Vec::new(),
-            retryable: false,
-            request_body: BodyReader::Done,
-            response: ResponsePhase::AwaitHead,
-            response_started: false,
-            close_after: true,
-            upstream_reusable: false,
-            sni: None,
-            ech: false,
-            dst_mismatch: false,
-        }));
+            "NONE".into(),
+            url.to_owned(),
+        )));
     }
 
     /// Emits the `Decided` event of the request in progress, once.
