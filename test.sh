@@ -3,13 +3,22 @@
 # against core and against the live binary, and real clients (curl) through the gateway.
 #
 # On a fresh Debian 12 machine with only the Rust toolchain it installs what the tests need
-# (as root, with apt-get); elsewhere it says what is missing and stops.
+# (as root, with apt-get); elsewhere it says what is missing and stops. The transparent-mode
+# tests build network namespaces and load nftables rules, so they need root (they fail, saying
+# so, without it).
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Looks for a program on PATH and in the sbin directories (not on every user's PATH).
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]; }
+
 missing=()
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-command -v cc >/dev/null 2>&1 || missing+=(gcc)
+have curl || missing+=(curl)
+have cc || missing+=(gcc)
+# The network-namespace tests of transparent mode (gateway/tests/transparent.rs), run as root.
+have ip || missing+=(iproute2)
+have nft || missing+=(nftables)
+have openssl || missing+=(openssl)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing ${missing[*]}" >&2

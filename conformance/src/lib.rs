@@ -10,6 +10,7 @@ pub mod case;
 pub mod cases;
 pub mod client;
 pub mod live;
+pub mod netns;
 pub mod origin;
 pub mod sim;
 

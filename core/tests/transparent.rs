@@ -211,6 +211,11 @@ fn a_hello_without_sni_is_denied_and_logged_by_its_original_destination() {
     let closed = h.only_closed();
     assert_eq!(closed.access, Some(Access::Denied(DenyReason::NoSni)));
     assert_eq!(closed.url, ORIGINAL);
+    assert_eq!(
+        closed.bytes_from_client,
+        NO_SNI.len() as u64,
+        "the hello was read"
+    );
 }
 
 #[test]
@@ -293,7 +298,10 @@ fn a_hello_slower_than_the_header_timeout_is_denied() {
     assert!(h.pending(Peer::Client).is_empty());
     h.advance(Duration::from_millis(1));
     assert_eq!(h.written_to_client(), ALERT);
-    assert_eq!(h.only_closed().detail, Some("hello_timeout"));
+    let closed = h.only_closed();
+    assert_eq!(closed.detail, Some("hello_timeout"));
+    assert_eq!(closed.duration, secs(10), "from accept");
+    assert_eq!(closed.bytes_from_client, 100);
 }
 
 #[test]

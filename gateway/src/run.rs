@@ -102,6 +102,11 @@ pub fn wall_clock() -> WallClock {
 pub fn start(runtime: Runtime, config: ServerConfig) -> io::Result<Box<dyn Server>> {
     match runtime {
         Runtime::Tokio => egret_rt_tokio::start(config),
+        Runtime::Mio => egret_rt_mio::start(config),
+        Runtime::Glommio => {
+            egret_rt_glommio::preflight().map_err(io::Error::other)?;
+            egret_rt_glommio::start(config)
+        }
     }
 }
 
@@ -302,6 +307,7 @@ mod tests {
         assert_eq!(config.threads, 2);
         assert_eq!(config.listeners().len(), 2);
         assert_eq!(loaded.policy.allowlist().len(), 2);
-        assert!(Cli::try_parse_from(["egret", "run", "--runtime", "mio"]).is_err());
+        assert!(Cli::try_parse_from(["egret", "run", "--runtime", "mio"]).is_ok());
+        assert!(Cli::try_parse_from(["egret", "run", "--runtime", "libuv"]).is_err());
     }
 }

@@ -204,6 +204,8 @@ impl Session {
         self.timers
             .set(Timer::Header, now + self.config.limits.header_timeout);
         if self.accepted.listener == ListenerKind::TransparentTls {
+            // The connection exists only to carry its hello: its record starts now.
+            self.request_started = Some(now);
             self.state = State::AwaitHello;
         }
     }
@@ -909,6 +911,8 @@ impl Session {
         let policy = txn.policy.clone().unwrap_or_else(|| self.store.load());
         txn.access = Some(Access::Denied(reason));
         txn.status = 403;
+        // The hello (or what arrived of it) was read but goes nowhere.
+        txn.bytes_from_client += self.inbox.len() as u64;
         self.emit_decided(now);
         self.drop_upstream();
         self.out[UPSTREAM].clear();

@@ -55,6 +55,10 @@ pub enum Runtime {
     /// Multi-thread tokio: the production default.
     #[default]
     Tokio,
+    /// Raw mio, one thread per core with `SO_REUSEPORT` listeners.
+    Mio,
+    /// glommio, one pinned io_uring executor per core (Linux).
+    Glommio,
 }
 
 /// `[listen]`.
@@ -466,6 +470,8 @@ impl Runtime {
     pub fn as_str(self) -> &'static str {
         match self {
             Runtime::Tokio => "tokio",
+            Runtime::Mio => "mio",
+            Runtime::Glommio => "glommio",
         }
     }
 }

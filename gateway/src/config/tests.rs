@@ -140,18 +140,23 @@ fn every_enum_value_parses() {
         let config = parse(&format!("[log]\nformat = \"{text}\"")).unwrap();
         assert_eq!(config.log.format, format);
     }
-    assert_eq!(
-        parse("runtime = \"tokio\"").unwrap().runtime,
-        Runtime::Tokio
-    );
+    for (text, runtime) in [
+        ("tokio", Runtime::Tokio),
+        ("mio", Runtime::Mio),
+        ("glommio", Runtime::Glommio),
+    ] {
+        let config = parse(&format!("runtime = \"{text}\"")).unwrap();
+        assert_eq!(config.runtime, runtime);
+    }
 }
 
 #[test]
 fn an_unknown_runtime_names_the_ones_that_exist() {
-    let message = error("threads = 2\nruntime = \"glommio\"\n");
+    let message = error("threads = 2\nruntime = \"libuv\"\n");
     assert!(message.starts_with("egret.toml:2:11: "), "{message}");
-    assert!(message.contains("glommio"), "{message}");
+    assert!(message.contains("libuv"), "{message}");
     assert!(message.contains("tokio"), "{message}");
+    assert!(message.contains("glommio"), "{message}");
 }
 
 #[test]
