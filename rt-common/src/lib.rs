@@ -4,6 +4,7 @@
 //!
 //! Nothing here parses a byte or makes a policy decision; that is `egret-core`'s job.
 
+pub mod net;
 pub mod sys;
 
 use std::collections::HashMap;

@@ -26,9 +26,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use egret_core::{
-    Action, Close, ConnectError, Interest, Peer, ResolveError, Session, SpliceEnd, Ticket,
-};
+use egret_core::{Action, Close, Interest, Peer, ResolveError, Session, SpliceEnd, Ticket};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
@@ -278,7 +276,11 @@ fn handle(session: &mut Session, io: &mut Io, wake: Wake, now: Instant) {
                     io.upstream = Some(stream);
                     session.handle_connected(now, ticket, Ok(()));
                 }
-                Err(error) => session.handle_connected(now, ticket, Err(connect_error(&error))),
+                Err(error) => session.handle_connected(
+                    now,
+                    ticket,
+                    Err(egret_rt_common::net::connect_error(&error)),
+                ),
             }
         }
         Wake::Timeout => session.handle_timeout(now),
@@ -306,18 +308,4 @@ async fn connect(addr: SocketAddr, keepalive: Option<Duration>) -> io::Result<Tc
         crate::fd::set_keepalive(&stream, idle);
     }
     Ok(stream)
-}
-
-fn connect_error(error: &io::Error) -> ConnectError {
-    let kind = error.kind();
-    if kind == io::ErrorKind::ConnectionRefused {
-        ConnectError::Refused
-    } else if matches!(
-        kind,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
-    ) {
-        ConnectError::Unreachable
-    } else {
-        ConnectError::Other
-    }
 }

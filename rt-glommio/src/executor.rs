@@ -182,36 +182,6 @@ async fn serve(launch: Launch, ready: Ready) {
     worker.last_session_ended().await;
 }
 
-/// Fails when a listener address is taken, or listed twice. `SO_REUSEPORT` would let the
-/// executors join a listener that another process (run by the same user) holds, and silently
-/// take a share of its connections; the other runtimes fail to bind there, and so does this
-/// one. Every address is checked before any is bound, because glommio's IPv6 listeners are
-/// dual-stack and would themselves hold the IPv4 port of a later `0.0.0.0` entry.
-pub(crate) fn check_free(specs: &[ListenerSpec]) -> io::Result<()> {
-    for (n, spec) in specs.iter().enumerate() {
-        if spec.addr.port() == 0 {
-            continue;
-        }
-        if specs[..n].iter().any(|earlier| earlier.addr == spec.addr) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is listed twice", spec.addr),
-            ));
-        }
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(spec.addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        if spec.addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.bind(&spec.addr.into())?;
-    }
-    Ok(())
-}
-
 /// Binds one `SO_REUSEPORT` listener (glommio's `bind` sets the option).
 fn bind(spec: ListenerSpec) -> io::Result<(TcpListener, ListenerSpec)> {
     let listener = TcpListener::bind(spec.addr)?;

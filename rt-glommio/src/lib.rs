@@ -104,8 +104,9 @@ mod linux {
     use egret_core::{Gateway, ListenerKind};
     use egret_rt_common::{ListenerSpec, Server, ServerConfig};
 
-    use crate::executor::{Launch, allowed_cpus, check_free};
+    use crate::executor::{Launch, allowed_cpus};
     use crate::shared::Shared;
+    use egret_rt_common::net::check_free;
 
     pub(super) fn start(config: ServerConfig) -> io::Result<Box<dyn Server>> {
         check_free(&config.listeners)?;

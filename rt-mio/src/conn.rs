@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use egret_core::{Action, Close, ConnectError, Peer, ResolveError, Session, SpliceEnd, Ticket};
+use egret_core::{Action, Close, Peer, ResolveError, Session, SpliceEnd, Ticket};
 use egret_rt_common::sys;
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -231,7 +231,7 @@ impl Conn {
         match opened {
             Ok(stream) => self.connecting = Some(Connecting { ticket, stream }),
             Err(error) => {
-                let failed = Err(connect_error(&error));
+                let failed = Err(egret_rt_common::net::connect_error(&error));
                 self.session.handle_connected(ctx.now, ticket, failed);
             }
         }
@@ -244,11 +244,11 @@ impl Conn {
             return;
         };
         let outcome = match connecting.stream.take_error() {
-            Ok(Some(error)) | Err(error) => Err(connect_error(&error)),
+            Ok(Some(error)) | Err(error) => Err(egret_rt_common::net::connect_error(&error)),
             Ok(None) => match connecting.stream.peer_addr() {
                 Ok(_) => Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::NotConnected => return,
-                Err(error) => Err(connect_error(&error)),
+                Err(error) => Err(egret_rt_common::net::connect_error(&error)),
             },
         };
         let Some(Connecting { ticket, stream }) = self.connecting.take() else {
@@ -404,20 +404,5 @@ impl Side {
     /// Half-closes the socket for writing; a peer that is already gone is not an error here.
     pub(crate) fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
-    }
-}
-
-/// Maps a connect failure as rt-tokio does.
-fn connect_error(error: &io::Error) -> ConnectError {
-    let kind = error.kind();
-    if kind == io::ErrorKind::ConnectionRefused {
-        ConnectError::Refused
-    } else if matches!(
-        kind,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
-    ) {
-        ConnectError::Unreachable
-    } else {
-        ConnectError::Other
     }
 }

@@ -46,7 +46,6 @@ mod token;
 mod worker;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -238,13 +237,11 @@ fn bind_all(
 ) -> io::Result<(Vec<ListenerSpec>, Vec<Vec<std::net::TcpListener>>)> {
     let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::with_capacity(specs.len());
+    egret_rt_common::net::check_free(specs)?;
     for spec in specs {
-        if spec.addr.port() != 0 {
-            probe(spec.addr)?;
-        }
         let mut local = None;
         for worker in &mut sockets {
-            let socket = bind(local.unwrap_or(spec.addr))?;
+            let socket = egret_rt_common::net::listener(local.unwrap_or(spec.addr), true)?;
             if local.is_none() {
                 local = Some(socket.local_addr()?);
             }
@@ -256,34 +253,4 @@ fn bind_all(
         });
     }
     Ok((bound, sockets))
-}
-
-/// Fails when `addr` is taken. `SO_REUSEPORT` would let a second gateway (or anything run by
-/// the same user) join an existing listener and silently take a share of its connections.
-fn probe(addr: SocketAddr) -> io::Result<()> {
-    let socket = new_socket(addr)?;
-    socket.bind(&addr.into())
-}
-
-fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = new_socket(addr)?;
-    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-fn new_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    Ok(socket)
 }

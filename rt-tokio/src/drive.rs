@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use egret_core::{Action, Close, ConnectError, Peer, ResolveError, Session, Ticket};
+use egret_core::{Action, Close, Peer, ResolveError, Session, Ticket};
 use egret_rt_common::sys;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -103,7 +103,11 @@ pub(crate) async fn drive(
                         io.blocked[Peer::Upstream as usize] = false;
                         session.handle_connected(now, ticket, Ok(()));
                     }
-                    Err(error) => session.handle_connected(now, ticket, Err(connect_error(&error))),
+                    Err(error) => session.handle_connected(
+                        now,
+                        ticket,
+                        Err(egret_rt_common::net::connect_error(&error)),
+                    ),
                 }
             }
             Wake::Timeout => session.handle_timeout(now),
@@ -296,18 +300,4 @@ async fn connect(
         let _ = sys::set_keepalive(&stream, idle);
     }
     Ok(stream)
-}
-
-fn connect_error(error: &io::Error) -> ConnectError {
-    let kind = error.kind();
-    if kind == io::ErrorKind::ConnectionRefused {
-        ConnectError::Refused
-    } else if matches!(
-        kind,
-        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
-    ) {
-        ConnectError::Unreachable
-    } else {
-        ConnectError::Other
-    }
 }

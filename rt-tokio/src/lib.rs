@@ -9,7 +9,6 @@ mod drive;
 mod splice;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -40,7 +39,7 @@ pub fn start(config: ServerConfig) -> io::Result<Box<dyn Server>> {
     let mut bound = Vec::new();
     let mut accept_tasks = Vec::new();
     for (worker, spec) in config.listeners.iter().enumerate() {
-        let std_listener = bind(spec.addr)?;
+        let std_listener = egret_rt_common::net::listener(spec.addr, false)?;
         let local = std_listener.local_addr()?;
         let listener = {
             let _guard = runtime.enter();
@@ -131,22 +130,6 @@ pub(crate) async fn sleep_until(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 async fn accept_loop(
