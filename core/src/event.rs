@@ -4,6 +4,7 @@
 //! forwards them; the gateway turns [`Closed`] records into access-log lines with
 //! [`crate::format`].
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,7 @@ pub struct Closed {
     /// The original destination of an intercepted connection.
     pub original_dst: Option<SocketAddr>,
     /// The method (`CONNECT` for tunnels, `NONE` when the head could not be read).
-    pub method: Box<str>,
+    pub method: Cow<'static, str>,
     /// The URL (`http://host/path`, query removed), `host:port` for tunnels, or
     /// `error:<kind>` when the head could not be read.
     pub url: String,

@@ -50,46 +50,15 @@ impl Host {
     /// Parses a host without a port: a name, a dotted-decimal IPv4 address or a bracketed IPv6
     /// address. Letters are lowercased and one trailing dot is removed.
     pub fn parse(input: &[u8]) -> Result<Host, HostError> {
-        if let Some(inner) = input.strip_prefix(b"[") {
-            let inner = inner.strip_suffix(b"]").ok_or(HostError::InvalidIpv6)?;
-            return parse_ipv6(inner).map(|ip| Host::Ip(IpAddr::V6(ip)));
-        }
-        let name = input.strip_suffix(b".").unwrap_or(input);
-        if name.is_empty() {
-            return Err(HostError::Empty);
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(HostError::TooLong);
-        }
-        let mut label_len = 0;
-        for &b in name {
-            match b {
-                b'.' if label_len == 0 => return Err(HostError::EmptyLabel),
-                b'.' => label_len = 0,
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => {
-                    label_len += 1;
-                    if label_len > MAX_LABEL_LEN {
-                        return Err(HostError::LabelTooLong);
-                    }
-                }
-                0x80..=0xff => return Err(HostError::NonAscii),
-                _ => return Err(HostError::InvalidChar),
+        match check(input)? {
+            Checked::Ip(ip) => Ok(Host::Ip(ip)),
+            Checked::Name(name) => {
+                let lower = name.to_ascii_lowercase();
+                // Every byte was checked to be ASCII, so this cannot fail.
+                let lower = String::from_utf8(lower).map_err(|_| HostError::NonAscii)?;
+                Ok(Host::Name(lower.into_boxed_str()))
             }
         }
-        if label_len == 0 {
-            return Err(HostError::EmptyLabel);
-        }
-        let last = name.rsplit(|&b| b == b'.').next().unwrap_or(name);
-        if looks_numeric(last) {
-            // WHATWG URL §3.5: a host whose last label is numeric is an IPv4 address. Accept only
-            // the canonical spelling; `0x7f.1`, `017.0.0.1` and `2130706433` are refused.
-            return parse_canonical_ipv4(name)
-                .map(|ip| Host::Ip(IpAddr::V4(ip)))
-                .ok_or(HostError::NonCanonicalIpv4);
-        }
-        let mut lower = String::with_capacity(name.len());
-        lower.extend(name.iter().map(|&b| char::from(b.to_ascii_lowercase())));
-        Ok(Host::Name(lower.into_boxed_str()))
     }
 
     /// Returns the name, or `None` for an IP literal.
@@ -104,7 +73,17 @@ impl Host {
     /// Returns `host:port` in authority form (IPv6 in brackets).
     #[must_use]
     pub fn authority(&self, port: u16) -> String {
-        format!("{self}:{port}")
+        let mut out = match self {
+            Host::Name(name) => {
+                let mut out = String::with_capacity(name.len() + 6);
+                out.push_str(name);
+                out
+            }
+            Host::Ip(_) => self.to_string(),
+        };
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(port));
+        out
     }
 }
 
@@ -149,11 +128,21 @@ impl std::error::Error for HostError {}
 /// Parses an authority `host[:port]`. Without a port, `default_port` is used, or the authority is
 /// rejected with [`HostError::MissingPort`] when there is none.
 pub fn parse_authority(input: &[u8], default_port: Option<u16>) -> Result<(Host, u16), HostError> {
+    let (host, port) = split_authority(input, default_port)?;
+    Ok((Host::parse(host)?, port))
+}
+
+/// Checks an authority as [`parse_authority`] does, without allocating; returns the port.
+pub(crate) fn check_authority(input: &[u8], default_port: Option<u16>) -> Result<u16, HostError> {
+    let (host, port) = split_authority(input, default_port)?;
+    check(host)?;
+    Ok(port)
+}
+
+/// Splits `host[:port]`, validating the port (and supplying `default_port`).
+fn split_authority(input: &[u8], default_port: Option<u16>) -> Result<(&[u8], u16), HostError> {
     let (host, port) = if input.first() == Some(&b'[') {
-        let end = input
-            .iter()
-            .position(|&b| b == b']')
-            .ok_or(HostError::InvalidIpv6)?;
+        let end = memchr::memchr(b']', input).ok_or(HostError::InvalidIpv6)?;
         let (host, rest) = input.split_at(end + 1);
         match rest {
             [] => (host, None),
@@ -161,7 +150,7 @@ pub fn parse_authority(input: &[u8], default_port: Option<u16>) -> Result<(Host,
             _ => return Err(HostError::InvalidIpv6),
         }
     } else {
-        match input.iter().rposition(|&b| b == b':') {
+        match memchr::memrchr(b':', input) {
             Some(colon) => (&input[..colon], Some(&input[colon + 1..])),
             None => (input, None),
         }
@@ -170,10 +159,10 @@ pub fn parse_authority(input: &[u8], default_port: Option<u16>) -> Result<(Host,
         Some(digits) => parse_port(digits).ok_or(HostError::InvalidPort)?,
         None => default_port.ok_or(HostError::MissingPort)?,
     };
-    if host.contains(&b':') && host.first() != Some(&b'[') {
+    if host.first() != Some(&b'[') && memchr::memchr(b':', host).is_some() {
         return Err(HostError::InvalidChar);
     }
-    Ok((Host::parse(host)?, port))
+    Ok((host, port))
 }
 
 /// Parses a decimal port from 1 to 65535 written without leading zeros.
@@ -191,6 +180,77 @@ pub fn parse_port(digits: &[u8]) -> Option<u16> {
     }
     u16::try_from(value).ok()
 }
+
+/// A host that passed every check, not yet copied.
+enum Checked<'a> {
+    /// A name, without its trailing dot, in its original case.
+    Name(&'a [u8]),
+    /// An IP literal.
+    Ip(IpAddr),
+}
+
+/// Validates a host without a port and without allocating (see [`Host::parse`]).
+fn check(input: &[u8]) -> Result<Checked<'_>, HostError> {
+    if let Some(inner) = input.strip_prefix(b"[") {
+        let inner = inner.strip_suffix(b"]").ok_or(HostError::InvalidIpv6)?;
+        return parse_ipv6(inner).map(|ip| Checked::Ip(IpAddr::V6(ip)));
+    }
+    let name = input.strip_suffix(b".").unwrap_or(input);
+    if name.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(HostError::TooLong);
+    }
+    let mut label_len = 0;
+    for &b in name {
+        match BYTE_CLASS[usize::from(b)] {
+            LABEL => {
+                label_len += 1;
+                if label_len > MAX_LABEL_LEN {
+                    return Err(HostError::LabelTooLong);
+                }
+            }
+            DOT if label_len == 0 => return Err(HostError::EmptyLabel),
+            DOT => label_len = 0,
+            NON_ASCII => return Err(HostError::NonAscii),
+            _ => return Err(HostError::InvalidChar),
+        }
+    }
+    if label_len == 0 {
+        return Err(HostError::EmptyLabel);
+    }
+    let last = name.rsplit(|&b| b == b'.').next().unwrap_or(name);
+    if looks_numeric(last) {
+        // WHATWG URL §3.5: a host whose last label is numeric is an IPv4 address. Accept only
+        // the canonical spelling; `0x7f.1`, `017.0.0.1` and `2130706433` are refused.
+        return parse_canonical_ipv4(name)
+            .map(|ip| Checked::Ip(IpAddr::V4(ip)))
+            .ok_or(HostError::NonCanonicalIpv4);
+    }
+    Ok(Checked::Name(name))
+}
+
+const INVALID: u8 = 0;
+const LABEL: u8 = 1;
+const DOT: u8 = 2;
+const NON_ASCII: u8 = 3;
+
+/// What each byte may be in a host name: letters, digits, `-` and `_` make labels.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => LABEL,
+            b'.' => DOT,
+            0x80..=0xff => NON_ASCII,
+            _ => INVALID,
+        };
+        b += 1;
+    }
+    table
+};
 
 fn looks_numeric(label: &[u8]) -> bool {
     if let Some(hex) = label

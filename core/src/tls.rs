@@ -5,6 +5,7 @@
 //! handshake records (legal, and used by large post-quantum hellos and by evasion tools), so the
 //! records are joined here and only the whole handshake message is handed to tls-parser.
 
+use smallvec::SmallVec;
 use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
 
 use crate::host::Host;
@@ -17,6 +18,8 @@ const CLIENT_HELLO: u8 = 0x01;
 const MAX_RECORD: usize = 1 << 14;
 /// The `encrypted_client_hello` extension (draft-ietf-tls-esni).
 const ECH_EXTENSION: u16 = 0xfe0d;
+/// The `server_name` extension (RFC 6066 §3).
+const SNI_EXTENSION: u16 = 0;
 /// The `host_name` server name type (RFC 6066 §3).
 const HOST_NAME: u8 = 0;
 
@@ -96,36 +99,62 @@ impl HelloReader {
             if rest.len() < 5 + len {
                 return HelloStatus::Partial;
             }
-            self.handshake.extend_from_slice(&rest[5..5 + len]);
+            let payload = &rest[5..5 + len];
             self.consumed += 5 + len;
-            if self.handshake[0] != CLIENT_HELLO {
-                return HelloStatus::Invalid("not_client_hello");
-            }
-            if self.handshake.len() < 4 {
-                continue;
-            }
-            let body_len =
-                u32::from_be_bytes([0, self.handshake[1], self.handshake[2], self.handshake[3]]);
-            let whole = 4 + body_len as usize;
-            if whole > max {
-                return HelloStatus::Invalid("hello_too_large");
-            }
-            if self.handshake.len() < whole {
-                continue;
-            }
-            if self.handshake.len() > whole {
-                // A client sends nothing else in the handshake before the server answers.
-                return HelloStatus::Invalid("trailing_handshake_data");
-            }
-            return match parse(&self.handshake) {
-                Ok((sni, ech)) => HelloStatus::Complete(Hello {
-                    sni,
-                    ech,
-                    len: self.consumed,
-                }),
-                Err(detail) => HelloStatus::Invalid(detail),
+            // The usual hello fits one record: judge it in place, without copying it.
+            let message = if self.handshake.is_empty() {
+                payload
+            } else {
+                self.handshake.extend_from_slice(payload);
+                &self.handshake
             };
+            match judge(message, max) {
+                Judged::Incomplete => {
+                    if self.handshake.is_empty() {
+                        self.handshake.extend_from_slice(payload);
+                    }
+                }
+                Judged::Invalid(detail) => return HelloStatus::Invalid(detail),
+                Judged::Whole(Ok((sni, ech))) => {
+                    return HelloStatus::Complete(Hello {
+                        sni,
+                        ech,
+                        len: self.consumed,
+                    });
+                }
+                Judged::Whole(Err(detail)) => return HelloStatus::Invalid(detail),
+            }
         }
+    }
+}
+
+/// What the handshake bytes joined so far amount to.
+enum Judged {
+    /// The ClientHello continues in a later record.
+    Incomplete,
+    /// Not an acceptable ClientHello.
+    Invalid(&'static str),
+    /// A whole ClientHello, parsed.
+    Whole(Result<(Result<Host, &'static str>, bool), &'static str>),
+}
+
+/// Judges the handshake bytes of the records read so far.
+fn judge(message: &[u8], max: usize) -> Judged {
+    if message.first().is_some_and(|&kind| kind != CLIENT_HELLO) {
+        return Judged::Invalid("not_client_hello");
+    }
+    let [_, a, b, c, ..] = *message else {
+        return Judged::Incomplete;
+    };
+    let whole = 4 + u32::from_be_bytes([0, a, b, c]) as usize;
+    if whole > max {
+        return Judged::Invalid("hello_too_large");
+    }
+    match message.len().cmp(&whole) {
+        std::cmp::Ordering::Less => Judged::Incomplete,
+        // A client sends nothing else in the handshake before the server answers.
+        std::cmp::Ordering::Greater => Judged::Invalid("trailing_handshake_data"),
+        std::cmp::Ordering::Equal => Judged::Whole(parse(message)),
     }
 }
 
@@ -142,30 +171,38 @@ fn parse(handshake: &[u8]) -> Result<(Result<Host, &'static str>, bool), &'stati
     let Some(raw) = hello.ext else {
         return Ok((Err("no_sni"), false));
     };
-    let Ok((rest, extensions)) = tls_parser::parse_tls_client_hello_extensions(raw) else {
-        return Err("malformed_extensions");
-    };
-    if !rest.is_empty() {
-        return Err("malformed_extensions");
-    }
-    let mut seen: Vec<u16> = Vec::with_capacity(extensions.len());
-    let mut names: Vec<&[u8]> = Vec::new();
+    // The extension list is walked here, and only the server_name extension is parsed (by
+    // tls-parser): parsing every extension's contents would allocate for key shares and
+    // cipher lists that nothing here looks at, and the origin validates them anyway.
+    let mut seen: SmallVec<[u16; 32]> = SmallVec::new();
+    let mut names: SmallVec<[&[u8]; 1]> = SmallVec::new();
     let mut sni_extensions = 0;
     let mut ech = false;
-    for extension in &extensions {
-        // RFC 8446 §4.2: no extension type appears twice. tls-parser folds every GREASE value
-        // (RFC 8701) into one type, so those are told apart by their own value.
-        let id = if let TlsExtension::Grease(value, _) = extension {
-            *value
-        } else {
-            tls_parser::TlsExtensionType::from(extension).0
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let [t0, t1, l0, l1, ..] = *rest else {
+            return Err("malformed_extensions");
         };
+        let (id, len) = (
+            u16::from_be_bytes([t0, t1]),
+            usize::from(u16::from_be_bytes([l0, l1])),
+        );
+        let Some(data) = rest.get(4..4 + len) else {
+            return Err("malformed_extensions");
+        };
+        rest = &rest[4 + len..];
+        // RFC 8446 §4.2: no extension type appears twice (GREASE values included).
         if seen.contains(&id) {
             return Err("duplicate_extension");
         }
         seen.push(id);
-        if let TlsExtension::SNI(list) = extension {
+        if id == SNI_EXTENSION {
             sni_extensions += 1;
+            let Ok(([], TlsExtension::SNI(list))) =
+                tls_parser::parse_tls_extension_sni_content(data)
+            else {
+                return Err("malformed_extensions");
+            };
             names.extend(
                 list.iter()
                     .filter(|(kind, _)| kind.0 == HOST_NAME)

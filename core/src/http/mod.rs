@@ -22,10 +22,11 @@ const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "te", "upgrade"];
 /// one. `searched` is how many bytes of `buf` were already searched without success.
 pub(crate) fn find_head_end(buf: &[u8], searched: usize) -> Option<usize> {
     let start = searched.saturating_sub(3);
-    buf[start..]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| start + i + 4)
+    // A head has a handful of lines: looking at each LF is cheaper than a substring search.
+    memchr::memchr_iter(b'\n', &buf[start..])
+        .map(|i| start + i)
+        .find(|&i| i >= 3 && &buf[i - 3..=i] == b"\r\n\r\n")
+        .map(|i| i + 1)
 }
 
 /// Returns whether `buf[from..]` has a line ending other than CRLF: an LF without CR before
@@ -45,16 +46,8 @@ pub(crate) fn has_bare_line_ending(buf: &[u8], from: usize) -> bool {
 
 /// Returns whether every CR in `head` is followed by LF and every LF preceded by CR.
 pub(crate) fn line_endings_are_crlf(head: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for (i, &b) in head.iter().enumerate() {
-        match b {
-            b'\n' if prev != b'\r' => return false,
-            b'\r' if head.get(i + 1) != Some(&b'\n') => return false,
-            _ => {}
-        }
-        prev = b;
-    }
-    true
+    memchr::memchr_iter(b'\n', head).all(|i| i > 0 && head[i - 1] == b'\r')
+        && memchr::memchr_iter(b'\r', head).all(|i| head.get(i + 1) == Some(&b'\n'))
 }
 
 /// Returns whether a header is hop-by-hop for every message, whatever `Connection` says.

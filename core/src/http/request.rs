@@ -1,12 +1,13 @@
 //! Request heads: strict parsing, the destination they name, and the head forwarded upstream.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use super::{
     Codings, MAX_HEADERS, classify_codings, is_hop_by_hop, line_endings_are_crlf,
     parse_content_length, push_header, tokens,
 };
-use crate::host::{Host, HostError, parse_authority};
+use crate::host::{Host, HostError, check_authority, parse_authority};
 
 /// Where a request's destination comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,8 +53,8 @@ pub(crate) enum Rejection {
 /// A parsed, validated request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Request {
-    /// The method as sent (a validated token).
-    pub(crate) method: Box<str>,
+    /// The method as sent (a validated token; the common ones without an allocation).
+    pub(crate) method: Cow<'static, str>,
     /// Tunnel or forward.
     pub(crate) kind: Kind,
     /// The destination host.
@@ -88,9 +89,10 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, form: Form) -> Result<Request, 
     if !line_endings_are_crlf(head) {
         return Err(Rejection::Invalid("bare_cr_or_lf"));
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    match parsed.parse(head) {
+    // Uninitialised slots: zeroing 100 headers would cost more than parsing a typical head.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(Rejection::Invalid("malformed_head")),
         Err(httparse::Error::TooManyHeaders) => return Err(Rejection::TooLarge),
@@ -118,7 +120,7 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, form: Form) -> Result<Request, 
         let (host, port) = parse_authority(target.as_bytes(), None).map_err(host_detail)?;
         let url = host.authority(port);
         return Ok(Request {
-            method: "CONNECT".into(),
+            method: Cow::Borrowed("CONNECT"),
             kind: Kind::Connect,
             host,
             port,
@@ -148,14 +150,18 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, form: Form) -> Result<Request, 
     if let Some(value) = fields.host {
         // RFC 9112 §3.2.2: a proxy replaces Host with the target's authority; a Host that does
         // not even parse is refused rather than silently dropped.
-        parse_authority(value, Some(80)).map_err(|_| Rejection::Invalid("invalid_host_header"))?;
+        check_authority(value, Some(80)).map_err(|_| Rejection::Invalid("invalid_host_header"))?;
     }
-    let authority = match port {
-        80 => host.to_string(),
+    let authority = match (port, &host) {
+        (80, Host::Name(name)) => name.to_string(),
+        (80, Host::Ip(_)) => host.to_string(),
         _ => host.authority(port),
     };
-    let query_at = path.find('?').unwrap_or(path.len());
-    let url = format!("http://{authority}{}", &path[..query_at]);
+    let query_at = memchr::memchr(b'?', path.as_bytes()).unwrap_or(path.len());
+    let mut url = String::with_capacity(7 + authority.len() + query_at);
+    url.push_str("http://");
+    url.push_str(&authority);
+    url.push_str(&path[..query_at]);
 
     let mut head = Vec::with_capacity(head_len + 32);
     head.extend_from_slice(method.as_bytes());
@@ -185,7 +191,7 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, form: Form) -> Result<Request, 
     head.extend_from_slice(b"\r\n");
 
     Ok(Request {
-        method: method.into(),
+        method: intern_method(method),
         kind: Kind::Forward,
         host,
         port,
@@ -281,18 +287,28 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Returns the method, borrowed from a static string when it is a common one.
+fn intern_method(method: &str) -> Cow<'static, str> {
+    const COMMON: [&str; 8] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
+    ];
+    match COMMON.iter().find(|m| **m == method) {
+        Some(common) => Cow::Borrowed(common),
+        None => Cow::Owned(method.to_owned()),
+    }
+}
+
 /// Splits an absolute-form `http://authority/path?query` target.
 fn split_absolute(target: &str) -> Result<(Host, u16, Cow<'_, str>), Rejection> {
     if target.starts_with('/') || target == "*" {
         return Err(Rejection::Invalid("origin_form_to_proxy"));
     }
-    let Some((scheme, rest)) = target.split_once("://") else {
-        return Err(Rejection::Invalid("invalid_target"));
+    let rest = match target.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => &target[7..],
+        _ if target.contains("://") => return Err(Rejection::Invalid("unsupported_scheme")),
+        _ => return Err(Rejection::Invalid("invalid_target")),
     };
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(Rejection::Invalid("unsupported_scheme"));
-    }
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let end = memchr::memchr3(b'/', b'?', b'#', rest.as_bytes()).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     if path.starts_with('#') {
         return Err(Rejection::Invalid("invalid_target"));

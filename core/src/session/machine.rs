@@ -38,6 +38,7 @@
 //! violation resets the connection, and a response cut short by the upstream is flushed as far
 //! as it got and closed, which its framing lets the client detect.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -119,7 +120,7 @@ enum ResponsePhase {
 pub(crate) struct Txn {
     seq: u32,
     started: Instant,
-    method: Box<str>,
+    method: Cow<'static, str>,
     url: String,
     host: Option<Host>,
     port: u16,
@@ -163,7 +164,7 @@ pub(crate) struct Txn {
 impl Txn {
     /// Returns the record of request number `seq`, begun at `started`, with nothing decided
     /// yet; it closes the connection when it ends unless told otherwise.
-    fn new(seq: u32, started: Instant, method: Box<str>, url: String) -> Txn {
+    fn new(seq: u32, started: Instant, method: Cow<'static, str>, url: String) -> Txn {
         Txn {
             seq,
             started,
@@ -837,7 +838,7 @@ impl Session {
         let Some(txn) = self.txn.as_mut() else {
             return;
         };
-        txn.method = "CONNECT".into();
+        txn.method = Cow::Borrowed("CONNECT");
         txn.kind = Kind::Passthrough;
         txn.port = port;
         txn.host.clone_from(&sni);
