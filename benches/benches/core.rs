@@ -109,6 +109,7 @@ impl World {
         let config = GatewayConfig {
             limits: Limits::default(),
             clock,
+            proxy_protocol: egret_core::ProxyProtocol::Off,
         };
         let store = PolicyStore::new(policy_of(size, settings));
         World {

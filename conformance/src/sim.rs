@@ -108,7 +108,15 @@ impl Sim {
             unix: UnixMillis(1_700_000_000_000),
         };
         let store = PolicyStore::new(policy(world, &PORTS));
-        let mut gateway = Gateway::new(GatewayConfig { limits, clock }, store, 0);
+        let mut gateway = Gateway::new(
+            GatewayConfig {
+                limits,
+                clock,
+                proxy_protocol: egret_core::ProxyProtocol::Off,
+            },
+            store,
+            0,
+        );
         let session = gateway.accept(
             now,
             Accepted {

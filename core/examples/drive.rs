@@ -20,6 +20,7 @@ fn main() {
     let config = GatewayConfig {
         limits: Limits::default(),
         clock,
+        proxy_protocol: egret_core::ProxyProtocol::Off,
     };
     let store = PolicyStore::new(Policy::new(Allowlist::default(), PolicySettings::default()));
     let mut gateway = Gateway::new(config, store, 0);

@@ -18,6 +18,9 @@ use crate::policy::DenyReason;
 pub struct UnixMillis(pub u64);
 
 /// Something a session reports.
+// Every request yields one `Decided` and one `Closed`, so boxing `Closed` would add an
+// allocation per request and save no memory in the event queue.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A policy decision on one request or tunnel.
@@ -106,7 +109,7 @@ pub struct Closed {
     pub at: UnixMillis,
     /// How long it took from its first byte.
     pub duration: Duration,
-    /// The client's address.
+    /// The client's address (the one a PROXY protocol header names, when there is one).
     pub client: SocketAddr,
     /// The listener the client came in on.
     pub listener: ListenerKind,
@@ -147,6 +150,8 @@ pub struct Closed {
     /// An intercepted connection's original destination is not among the addresses its name
     /// resolved to (the gateway connected to the name's addresses, not to it).
     pub dst_mismatch: bool,
+    /// The VPC endpoint the client came through, from a PROXY v2 header (PrivateLink).
+    pub vpc_endpoint: Option<Box<str>>,
 }
 
 impl Reason {

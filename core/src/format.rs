@@ -81,6 +81,7 @@ pub fn json(record: &Closed, out: &mut String) {
         sni: record.sni.as_ref().map(ToString::to_string),
         ech: record.ech,
         dst_mismatch: record.dst_mismatch,
+        vpc_endpoint_id: record.vpc_endpoint.as_deref(),
     };
     if let Ok(text) = serde_json::to_string(&line) {
         out.push_str(&text);
@@ -126,6 +127,8 @@ struct JsonLine<'a> {
     ech: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     dst_mismatch: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vpc_endpoint_id: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -205,6 +208,7 @@ mod tests {
             sni: None,
             ech: false,
             dst_mismatch: false,
+            vpc_endpoint: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::event::UnixMillis;
 use crate::policy::PolicyStore;
+use crate::proxy::ProxyProtocol;
 use crate::session::Session;
 
 /// The kind of listener a connection arrived on.
@@ -67,6 +68,8 @@ pub struct GatewayConfig {
     pub limits: Limits,
     /// Wall time for events.
     pub clock: WallClock,
+    /// Whether connections start with a PROXY protocol header.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// Creates sessions; one per worker.

@@ -25,12 +25,14 @@ mod gateway;
 pub mod host;
 mod http;
 pub mod policy;
+mod proxy;
 mod reply;
 mod session;
 mod tls;
 
 pub use event::{Access, Closed, Decided, Event, Reason, UnixMillis};
 pub use gateway::{Accepted, Gateway, GatewayConfig, Limits, ListenerKind, WallClock};
+pub use proxy::ProxyProtocol;
 pub use session::{
     Action, Close, ConnectError, Interest, Peer, ResolveError, Session, SpliceEnd, Ticket,
 };

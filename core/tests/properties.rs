@@ -137,6 +137,12 @@ proptest! {
         audit in any::<bool>(),
         allow_ip_literals in any::<bool>(),
         inspect_tunnels in any::<bool>(),
+        proxy_protocol in prop::sample::select(vec![
+            egret_core::ProxyProtocol::Off,
+            egret_core::ProxyProtocol::Off,
+            egret_core::ProxyProtocol::Optional,
+            egret_core::ProxyProtocol::Required,
+        ]),
         listener in prop::sample::select(vec![
             egret_core::ListenerKind::Explicit,
             egret_core::ListenerKind::Explicit,
@@ -164,7 +170,8 @@ proptest! {
             egret_core::ListenerKind::TransparentHttp => Some(support::sock("151.101.0.223:80")),
             egret_core::ListenerKind::TransparentTls => Some(support::sock("151.101.0.223:443")),
         };
-        let mut h = Harness::accepting(Policy::new(list, settings), limits, listener, original);
+        let policy = Policy::new(list, settings);
+        let mut h = Harness::full(policy, limits, listener, original, proxy_protocol);
         apply(&mut h, Op::Client(first));
         for op in ops {
             apply(&mut h, op);
@@ -491,6 +498,7 @@ const CLIENT_CHUNKS: &[&[u8]] = &[
     b"\x16\x03\x01\x00\x05hello",
     hello::CURL,
     hello::CHROMIUM,
+    b"PROXY TCP4 10.9.8.7 10.0.0.1 51234 3128\r\n",
     b"GET http://151.101.0.223/ HTTP/1.1\r\n\r\n",
     b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n",
     b"CONNECT evil.example:443 HTTP/1.1\r\n\r\n",
@@ -502,7 +510,7 @@ const CLIENT_CHUNKS: &[&[u8]] = &[
 /// How many of [`CLIENT_CHUNKS`] are whole request heads, at the start (CONNECT first).
 const REQUESTS: usize = 10;
 /// How many of [`CLIENT_CHUNKS`] lead somewhere other than an immediate refusal.
-const CLIENT_GOOD: usize = 19;
+const CLIENT_GOOD: usize = 20;
 
 /// Upstream bytes: responses whole and in pieces, and a few broken ones (the last ones).
 const UPSTREAM_CHUNKS: &[&[u8]] = &[

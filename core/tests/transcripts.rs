@@ -92,6 +92,7 @@ fn connect_allowed_resolves_connects_and_splices_once_both_buffers_drain() {
         sni: None,
         ech: false,
         dst_mismatch: false,
+        vpc_endpoint: None,
     };
     assert_eq!(closed, want);
     let mut line = String::new();
@@ -185,6 +186,7 @@ fn connect_denied_gets_the_exact_403_then_a_lingering_close() {
         sni: None,
         ech: false,
         dst_mismatch: false,
+        vpc_endpoint: None,
     };
     assert_eq!(closed, want);
     let mut line = String::new();
@@ -759,6 +761,7 @@ fn absolute_form_is_forwarded_in_origin_form_with_hop_by_hop_headers_removed() {
         sni: None,
         ech: false,
         dst_mismatch: false,
+        vpc_endpoint: None,
     };
     assert_eq!(closed, want);
     let mut line = String::new();
@@ -2255,4 +2258,27 @@ fn assert_bad_request(request: &[u8], detail: &str) {
     assert_eq!(closed.detail, Some(detail), "{what:?}");
     assert_eq!(closed.status, 400, "{what:?}");
     assert_eq!(closed.bytes_from_client, request.len() as u64, "{what:?}");
+}
+
+#[test]
+fn the_gateway_s_own_ports_are_never_a_destination_at_a_private_address() {
+    let settings = egret_core::policy::PolicySettings {
+        ports: vec![443, 9090],
+        private_exceptions: vec!["127.0.0.0/8".parse().unwrap()],
+        own_ports: vec![3128, 9090],
+        ..settings()
+    };
+    let mut h = Harness::with_settings(&["admin.example"], settings.clone());
+    h.client(b"GET http://admin.example:9090/metrics HTTP/1.1\r\n\r\n");
+    h.resolve(&["127.0.0.1"]);
+    assert_eq!(h.written_to_client(), forbidden());
+    assert_eq!(h.only_closed().detail, Some("own_listener"));
+    // The same port on a public address is somebody else's service.
+    let mut h = Harness::with_settings(&["admin.example"], settings);
+    h.client(b"GET http://admin.example:9090/metrics HTTP/1.1\r\n\r\n");
+    h.resolve(&["151.101.0.223"]);
+    assert_eq!(
+        h.take_actions(),
+        ["resolve admin.example", "connect 151.101.0.223:9090"]
+    );
 }

@@ -265,6 +265,7 @@ impl Setup {
                     instant: Instant::now(),
                     unix: UnixMillis(0),
                 },
+                proxy_protocol: egret_core::ProxyProtocol::Off,
             },
             store: PolicyStore::new(Policy::new(list, settings)),
             resolver: Arc::new(Resolver::new(hosts)),

@@ -127,6 +127,7 @@ fn start(entries: &[&str], port: u16) -> (Box<dyn Server>, std::sync::mpsc::Rece
                 instant: Instant::now(),
                 unix: UnixMillis(0),
             },
+            proxy_protocol: egret_core::ProxyProtocol::Off,
         },
         store: PolicyStore::new(Policy::new(list, settings)),
         resolver: Arc::new(Resolver::new(hosts)),

@@ -28,6 +28,8 @@ pub enum AddrClass {
     Multicast,
     /// `255.255.255.255`.
     Broadcast,
+    /// One of the gateway's own listeners (a non-public address on one of its ports).
+    OwnListener,
     /// Special-purpose ranges that are never a public destination: `192.0.0.0/24`,
     /// documentation, benchmarking (`198.18/15`), `240/4`, discard-only `100::/64`, local-use
     /// NAT64 `64:ff9b:1::/48`, Teredo `2001::/32`, `2001:db8::/32`.
@@ -48,6 +50,7 @@ impl AddrClass {
             AddrClass::UniqueLocal => "unique_local",
             AddrClass::Multicast => "multicast",
             AddrClass::Broadcast => "broadcast",
+            AddrClass::OwnListener => "own_listener",
             AddrClass::Reserved => "reserved",
         }
     }

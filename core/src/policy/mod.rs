@@ -7,7 +7,7 @@
 pub mod addr;
 pub mod allowlist;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -66,6 +66,10 @@ pub struct PolicySettings {
     pub ech: EchPolicy,
     /// Whether a ClientHello at the start of a CONNECT tunnel must carry an allowed SNI too.
     pub inspect_tunnels: bool,
+    /// The gateway's own listener ports (proxy, transparent, admin): never a destination at a
+    /// non-public address, whatever `private_exceptions` says, so the proxy cannot be used to
+    /// reach its own admin endpoint or loop into itself.
+    pub own_ports: Vec<u16>,
 }
 
 /// Why a destination was denied.
@@ -132,6 +136,7 @@ impl Default for PolicySettings {
             tls_deny: TlsDeny::Alert,
             ech: EchPolicy::Deny,
             inspect_tunnels: true,
+            own_ports: Vec::new(),
         }
     }
 }
@@ -243,6 +248,16 @@ impl Policy {
                 }
             }
         }
+    }
+
+    /// Checks a destination: its address against the address classes, and its port against
+    /// the gateway's own listeners.
+    pub fn check_destination(&self, addr: SocketAddr) -> Result<(), AddrClass> {
+        let own_port = self.settings.own_ports.contains(&addr.port());
+        if own_port && addr::classify(addr.ip()).is_some() {
+            return Err(AddrClass::OwnListener);
+        }
+        self.check_addr(addr.ip())
     }
 
     /// Checks an address a name resolved to (or an IP literal) against the address classes.

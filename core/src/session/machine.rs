@@ -56,6 +56,7 @@ use crate::http::request::{self, Form, Framing, Kind, Rejection, Request};
 use crate::http::response::{self, Body};
 use crate::http::{find_head_end, has_bare_line_ending, push_header};
 use crate::policy::{DenyReason, EchPolicy, Mode, Policy, TlsDeny, Verdict};
+use crate::proxy::{self, ProxyProtocol, ProxyStatus};
 use crate::reply::{CONNECT_ESTABLISHED, Reply};
 use crate::tls::{self, ACCESS_DENIED_ALERT, Hello, HelloStatus};
 
@@ -72,6 +73,8 @@ const UPSTREAM: usize = Peer::Upstream as usize;
 pub(crate) enum State {
     /// Reading a request head (the first, or the next on a kept-alive connection).
     AwaitRequest,
+    /// Reading a PROXY protocol header (`proxy_protocol` optional or required).
+    AwaitProxy,
     /// Reading an intercepted ClientHello (transparent TLS).
     AwaitHello,
     /// Waiting for DNS.
@@ -207,7 +210,18 @@ impl Session {
         if self.accepted.listener == ListenerKind::TransparentTls {
             // The connection exists only to carry its hello: its record starts now.
             self.request_started = Some(now);
-            self.state = State::AwaitHello;
+        }
+        self.state = match self.config.proxy_protocol {
+            ProxyProtocol::Off => self.listener_state(),
+            ProxyProtocol::Optional | ProxyProtocol::Required => State::AwaitProxy,
+        };
+    }
+
+    /// Returns the state a connection of this listener starts in, after any PROXY header.
+    fn listener_state(&self) -> State {
+        match self.accepted.listener {
+            ListenerKind::Explicit | ListenerKind::TransparentHttp => State::AwaitRequest,
+            ListenerKind::TransparentTls => State::AwaitHello,
         }
     }
 
@@ -215,7 +229,7 @@ impl Session {
         let limits = &self.config.limits;
         let read_client = !self.client_eof
             && match &self.state {
-                State::AwaitRequest | State::AwaitHello | State::Inspecting => {
+                State::AwaitRequest | State::AwaitProxy | State::AwaitHello | State::Inspecting => {
                     self.inbox.len() <= limits.max_header_bytes
                 }
                 State::Exchange => {
@@ -234,7 +248,8 @@ impl Session {
             State::Exchange => self.out[CLIENT].len() < HIGH_WATER,
             // An upstream that speaks first is not carrying TLS.
             State::Inspecting => self.inbox.is_empty(),
-            State::AwaitHello
+            State::AwaitProxy
+            | State::AwaitHello
             | State::Resolving { .. }
             | State::Connecting { .. }
             | State::TunnelOpening
@@ -253,6 +268,10 @@ impl Session {
             State::AwaitRequest => {
                 self.inbox.extend_from_slice(data);
                 self.advance_request(now);
+            }
+            State::AwaitProxy => {
+                self.inbox.extend_from_slice(data);
+                self.advance_proxy(now);
             }
             State::AwaitHello => {
                 self.inbox.extend_from_slice(data);
@@ -298,7 +317,8 @@ impl Session {
                     txn.bytes_to_client += data.len() as u64;
                 }
             }
-            State::AwaitHello
+            State::AwaitProxy
+            | State::AwaitHello
             | State::Resolving { .. }
             | State::Connecting { .. }
             | State::Tunnel
@@ -313,6 +333,7 @@ impl Session {
             State::Closing { fin_sent: false } => self.maybe_fin(now),
             State::Exchange => self.touch(now),
             State::AwaitRequest
+            | State::AwaitProxy
             | State::AwaitHello
             | State::Inspecting
             | State::Resolving { .. }
@@ -456,6 +477,7 @@ impl Session {
                     self.open_error_txn(now, "error:request-timeout");
                     self.fail(now, Reply::RequestTimeout, Reason::HeaderTimeout, None);
                 }
+                State::AwaitProxy => self.refuse_proxy(now, "proxy_header_timeout"),
                 State::AwaitHello => {
                     self.open_hello_txn(now, None);
                     self.deny_tls(now, DenyReason::InvalidHello, Some("hello_timeout"));
@@ -508,6 +530,61 @@ impl Session {
         if matches!(self.state, State::AwaitRequest) && self.request_started.is_none() {
             self.start_closing(now);
         }
+    }
+
+    // ---- PROXY protocol ----
+
+    fn advance_proxy(&mut self, now: Instant) {
+        match proxy::read(&self.inbox, self.config.limits.max_header_bytes) {
+            ProxyStatus::Partial => {}
+            ProxyStatus::Absent if self.config.proxy_protocol == ProxyProtocol::Required => {
+                self.refuse_proxy(now, "proxy_header_missing");
+            }
+            ProxyStatus::Absent => self.enter_listener_state(now),
+            ProxyStatus::Invalid(detail) => self.refuse_proxy(now, detail),
+            ProxyStatus::Header(header) => {
+                self.inbox.drain(..header.len);
+                // A LOCAL command is the load balancer checking that something listens.
+                if header.local {
+                    return self.close(Close::Graceful);
+                }
+                if let Some(source) = header.source {
+                    self.client = source;
+                }
+                self.vpc_endpoint = header.vpc_endpoint;
+                self.enter_listener_state(now);
+            }
+        }
+    }
+
+    /// Starts reading what the listener expects, with the bytes that followed the header.
+    fn enter_listener_state(&mut self, now: Instant) {
+        self.state = self.listener_state();
+        if self.inbox.is_empty() {
+            return;
+        }
+        match self.state {
+            State::AwaitHello => self.advance_hello(now),
+            State::AwaitRequest
+            | State::AwaitProxy
+            | State::Resolving { .. }
+            | State::Connecting { .. }
+            | State::Exchange
+            | State::Inspecting
+            | State::TunnelOpening
+            | State::Tunnel
+            | State::Closing { .. }
+            | State::Finished => self.advance_request(now),
+        }
+    }
+
+    /// Closes a connection whose PROXY header is missing (when required), broken or slow.
+    fn refuse_proxy(&mut self, now: Instant, detail: &'static str) {
+        self.open_error_txn(now, "error:invalid-proxy-header");
+        if let Some(txn) = self.txn.as_mut() {
+            txn.bytes_from_client = self.inbox.len() as u64;
+        }
+        self.abort(now, Reason::InvalidRequest, Some(detail));
     }
 
     // ---- requests ----
@@ -634,7 +711,7 @@ impl Session {
         };
         if let Some(link) = &self.upstream {
             let same = txn.kind == Kind::Forward && link.host == host && link.port == txn.port;
-            if same && policy.check_addr(link.addr.ip()).is_ok() {
+            if same && policy.check_destination(link.addr).is_ok() {
                 txn.upstream_addr = Some(link.addr);
                 txn.retryable = txn.framing == Framing::None;
                 self.emit_decided(now);
@@ -666,9 +743,9 @@ impl Session {
         let mut candidates: SmallVec<[SocketAddr; 4]> = SmallVec::new();
         let mut denied = None;
         for &ip in addrs {
-            match policy.check_addr(ip) {
+            let addr = SocketAddr::new(ip, txn.port);
+            match policy.check_destination(addr) {
                 Ok(()) => {
-                    let addr = SocketAddr::new(ip, txn.port);
                     if !candidates.contains(&addr) && candidates.len() < MAX_CANDIDATES {
                         candidates.push(addr);
                     }
@@ -1144,7 +1221,10 @@ impl Session {
                 self.abort(now, Reason::ClientClosed, Some("request_truncated"));
             }
             State::Closing { .. } if self.out[CLIENT].is_empty() => self.close(Close::Graceful),
-            State::AwaitHello if self.inbox.is_empty() => self.start_closing(now),
+            State::AwaitHello | State::AwaitProxy if self.inbox.is_empty() => {
+                self.start_closing(now);
+            }
+            State::AwaitProxy => self.refuse_proxy(now, "incomplete_proxy_header"),
             State::AwaitHello => {
                 self.open_hello_txn(now, None);
                 self.deny_tls(now, DenyReason::InvalidHello, Some("incomplete_hello"));
@@ -1171,7 +1251,8 @@ impl Session {
                 self.drop_upstream();
                 self.start_closing(now);
             }
-            State::AwaitHello
+            State::AwaitProxy
+            | State::AwaitHello
             | State::Resolving { .. }
             | State::Connecting { .. }
             | State::Tunnel
@@ -1230,7 +1311,8 @@ impl Session {
                 self.finish_txn(now, Reason::IdleTimeout, None);
                 self.close(Close::Graceful);
             }
-            State::AwaitHello
+            State::AwaitProxy
+            | State::AwaitHello
             | State::Resolving { .. }
             | State::Connecting { .. }
             | State::Closing { .. }
@@ -1368,7 +1450,7 @@ impl Session {
             session: self.id,
             seq: txn.seq,
             at: self.config.clock.at(now),
-            client: self.accepted.client,
+            client: self.client,
             listener: self.accepted.listener,
             host,
             port: txn.port,
@@ -1391,7 +1473,7 @@ impl Session {
             seq: txn.seq,
             at: self.config.clock.at(now),
             duration: now.saturating_duration_since(txn.started),
-            client: self.accepted.client,
+            client: self.client,
             listener: self.accepted.listener,
             original_dst: self.accepted.original_dst,
             method: txn.method,
@@ -1409,6 +1491,7 @@ impl Session {
             content_type: txn.content_type,
             sni: txn.sni,
             ech: txn.ech,
+            vpc_endpoint: self.vpc_endpoint.clone(),
             dst_mismatch: txn.dst_mismatch,
         }));
     }

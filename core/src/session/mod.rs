@@ -171,6 +171,10 @@ pub struct Session {
     draining: bool,
     /// Reassembles a ClientHello (transparent TLS, or the start of a CONNECT tunnel).
     hello: crate::tls::HelloReader,
+    /// The client as logged: the peer address, or the one a PROXY header names.
+    client: SocketAddr,
+    /// The VPC endpoint a PROXY v2 header names (PrivateLink).
+    vpc_endpoint: Option<Box<str>>,
 }
 
 /// Bytes waiting to be written to one peer.
@@ -210,6 +214,8 @@ impl Session {
             client_eof: false,
             draining: false,
             hello: crate::tls::HelloReader::default(),
+            client: accepted.client,
+            vpc_endpoint: None,
         };
         session.on_accept(now);
         session

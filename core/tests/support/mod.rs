@@ -104,13 +104,49 @@ impl Harness {
         listener: ListenerKind,
         original_dst: Option<SocketAddr>,
     ) -> Harness {
+        Harness::full(
+            policy,
+            limits,
+            listener,
+            original_dst,
+            egret_core::ProxyProtocol::Off,
+        )
+    }
+
+    /// Returns a harness whose explicit listener expects PROXY protocol headers as told.
+    pub(crate) fn with_proxy_protocol(
+        policy: Policy,
+        proxy_protocol: egret_core::ProxyProtocol,
+    ) -> Harness {
+        Harness::full(
+            policy,
+            Limits::default(),
+            ListenerKind::Explicit,
+            None,
+            proxy_protocol,
+        )
+    }
+
+    /// Returns a harness with every choice made, and accepts its one session.
+    pub(crate) fn full(
+        policy: Policy,
+        limits: Limits,
+        listener: ListenerKind,
+        original_dst: Option<SocketAddr>,
+        proxy_protocol: egret_core::ProxyProtocol,
+    ) -> Harness {
         let start = Instant::now();
         let clock = WallClock {
             instant: start,
             unix: UnixMillis(START_UNIX_MS),
         };
         let store = PolicyStore::new(policy);
-        let mut gateway = Gateway::new(GatewayConfig { limits, clock }, store, 0);
+        let config = GatewayConfig {
+            limits,
+            clock,
+            proxy_protocol,
+        };
+        let mut gateway = Gateway::new(config, store, 0);
         let session = gateway.accept(
             start,
             Accepted {

@@ -59,6 +59,7 @@ pub fn config(
                 instant: Instant::now(),
                 unix: UnixMillis(0),
             },
+            proxy_protocol: egret_core::ProxyProtocol::Off,
         },
         store: PolicyStore::new(Policy::new(list, settings)),
         resolver: Arc::new(Resolver::new(hosts)),
