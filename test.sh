@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Egret test: formatting, lints, unit and property tests, the conformance table
-# against core and against the live binary, and real clients (curl) through the gateway.
+# against core and against the live binary, real clients (curl) through the gateway, and
+# CloudWatch Logs shipping against moto (a local AWS emulator, from PyPI into target/moto-venv).
 #
 # On a fresh Debian 12 machine with only the Rust toolchain it installs what the tests need
 # (as root, with apt-get); elsewhere it says what is missing and stops. The transparent-mode
@@ -19,6 +20,9 @@ have cc || missing+=(gcc)
 have ip || missing+=(iproute2)
 have nft || missing+=(nftables)
 have openssl || missing+=(openssl)
+# The CloudWatch Logs tests (gateway/tests/cloudwatch.rs) run moto_server, a local AWS
+# emulator, from a virtual environment (Debian's python3 makes one only with python3-venv).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing ${missing[*]}" >&2
@@ -29,6 +33,18 @@ if ((${#missing[@]})); then
         exit 1
     fi
 fi
+
+# moto from PyPI, pinned, in target/moto-venv; reused while it holds that version.
+moto_version=5.1.22
+moto_venv=target/moto-venv
+if ! "$moto_venv/bin/python" -c "import sys, moto; sys.exit(moto.__version__ != '$moto_version')" \
+    >/dev/null 2>&1; then
+    echo "test.sh: installing moto[server]==$moto_version into $moto_venv" >&2
+    rm -rf "$moto_venv"
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$moto_version"
+fi
+export EGRET_MOTO_VENV="$PWD/$moto_venv"
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo fmt --all --check

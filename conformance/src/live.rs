@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,8 @@ pub struct LiveGateway {
     /// The explicit listener's address.
     pub addr: SocketAddr,
     log_path: PathBuf,
+    /// Everything the process wrote to stderr so far.
+    stderr: Arc<Mutex<String>>,
 }
 
 impl LiveGateway {
@@ -170,9 +172,16 @@ impl LiveGateway {
             .take()
             .ok_or_else(|| io::Error::other("no stderr"))?;
         let (tx, rx) = mpsc::channel();
+        let text = Arc::new(Mutex::new(String::new()));
+        let kept = text.clone();
         thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                {
+                    let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
                 if !sent {
                     if let Some(addr) = line.split("listening explicit ").nth(1) {
                         let addr = addr
@@ -209,7 +218,48 @@ impl LiveGateway {
             child,
             addr,
             log_path,
+            stderr: text,
         })
+    }
+
+    /// Returns what the process wrote to stderr so far (its own log).
+    #[must_use]
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Returns the address of the listener the process reported as `listening {kind} ADDR`
+    /// (`admin`, `explicit`, `transparent_tls`…), once it has.
+    #[must_use]
+    pub fn listening(&self, kind: &str) -> Option<SocketAddr> {
+        let marker = format!("listening {kind} ");
+        let text = self.stderr_text();
+        text.lines()
+            .filter_map(|line| line.split(&marker).nth(1))
+            .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Returns the process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Returns the access log written so far.
@@ -279,7 +329,7 @@ fn config(world: World, ports: &Ports, log_path: &Path) -> String {
         })
         .collect();
     format!(
-        "[listen]\nexplicit = [\"127.0.0.1:0\"]\n\n\
+        "[listen]\nexplicit = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
          [allowlist]\ndomains = [{domains}]\n\n\
          [policy]\nmode = {mode}\nports = [{ports}]\nallow_ip_literals = {literals}\n\
          private_exceptions = [\"127.0.0.0/8\"]\n\n\

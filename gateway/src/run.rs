@@ -2,8 +2,9 @@
 //! and turns signals into reloads and a drain.
 //!
 //! SIGHUP reloads the allowlist at once. The first SIGTERM or SIGINT stops accepting and gives
-//! open sessions `drain_timeout` to finish, then the reloader stops and the access log flushes
-//! and ends; a second one exits at once (130 for SIGINT, 0 for SIGTERM).
+//! open sessions `drain_timeout` to finish, then the reloader stops, the access log flushes and
+//! ends, and the CloudWatch Logs shipper (when configured) sends what it still holds, for up
+//! to ten seconds; a second one exits at once (130 for SIGINT, 0 for SIGTERM).
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
@@ -18,7 +19,9 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
+use crate::admin::{self, Admin, AdminState, RecordMetrics};
 use crate::allowlist::{self, Reloader};
+use crate::cloudwatch::{self, CloudWatch};
 use crate::config::{Config, ConfigSource, LogTarget, Runtime};
 use crate::periodic::Poke;
 use crate::sink::{self, AccessLog};
@@ -28,6 +31,9 @@ pub const LOG_ENV: &str = "EGRET_LOG";
 
 /// How long the access log may take to flush after the runtime has stopped.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the CloudWatch Logs shipper may take to send what it holds at shutdown.
+const CLOUDWATCH_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the gateway until SIGTERM or SIGINT; returns 0, or 1 after a start-up error.
 #[must_use]
@@ -76,6 +82,7 @@ pub fn server_config(
         gateway: GatewayConfig {
             limits: config.limits(),
             clock,
+            proxy_protocol: config.proxy_protocol(),
         },
         store,
         resolver: Arc::new(Resolver::new(config.resolver_hosts())),
@@ -144,19 +151,55 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
         LogTarget::File(path) => format!("cannot open the access log {}: {e}", path.display()),
         LogTarget::Stdout => format!("cannot open stdout for the access log: {e}"),
     })?;
+    let (cloudwatch, feed) = match &config.log.cloudwatch {
+        Some(settings) => {
+            let mut modes: Vec<_> = config.listeners().iter().map(|s| s.kind).collect();
+            modes.dedup();
+            let (cloudwatch, feed) = CloudWatch::start(settings, modes, cloudwatch::METRIC_EVERY)?;
+            (Some(cloudwatch), Some(feed))
+        }
+        None => (None, None),
+    };
     let (events, receiver) = EventSink::channel(sink::CHANNEL_CAPACITY);
-    let access_log = AccessLog::spawn(receiver, config.log.format, out)
-        .map_err(|e| format!("cannot start the access log thread: {e}"))?;
+    let records = Arc::new(RecordMetrics::default());
+    let access_log = AccessLog::spawn_counting(
+        receiver,
+        config.log.format,
+        out,
+        feed,
+        Some(records.clone()),
+    )
+    .map_err(|e| format!("cannot start the access log thread: {e}"))?;
     let drops = sink::watch_drops(events.clone(), sink::REPORT_EVERY)
         .map_err(|e| format!("cannot start the drop watch thread: {e}"))?;
     let signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let reloader = Reloader::new(source.clone(), config.clone(), store.clone())
+    let reloader = Reloader::new(source.clone(), config.clone(), store.clone());
+    let reload_stats = reloader.stats();
+    let reloader = reloader
         .spawn()
         .map_err(|e| format!("cannot start the reloader thread: {e}"))?;
 
     let listeners = config.listeners();
+    // The runtime holds the last sink: the access log sees the channel's end when it stops.
+    let events_dropped = events.drop_count();
     let server_config = server_config(&config, store, events, wall_clock());
+    let sources = admin::Sources {
+        runtime: server_config.stats.clone(),
+        events_dropped,
+        reloads: reload_stats,
+        cloudwatch: cloudwatch.as_ref().map(CloudWatch::stats),
+    };
+    let admin_state = AdminState::new(records, sources);
+    let admin = match config.listen.admin {
+        Some(addr) => {
+            let admin = Admin::spawn(addr, admin_state.clone())
+                .map_err(|e| format!("cannot start the admin endpoint on {addr}: {e}"))?;
+            tracing::info!("listening admin {}", admin.addr());
+            Some(admin)
+        }
+        None => None,
+    };
     let server = start(config.runtime, server_config).map_err(|e| {
         let specs: Vec<String> = listeners
             .iter()
@@ -167,6 +210,7 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
     for spec in server.local_addrs() {
         tracing::info!("listening {} {}", spec.kind.as_str(), spec.addr);
     }
+    admin_state.set_ready();
 
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
     let handle = signals.handle();
@@ -177,19 +221,37 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
     let signal = shutdown_rx.recv().unwrap_or(SIGTERM);
-    let drain = config.limits.drain_timeout;
+    admin_state.set_draining();
+    let (grace, drain) = (config.limits.drain_grace, config.limits.drain_timeout);
+    if !grace.is_zero() {
+        // /readyz answers 503 now; keep accepting until the load balancer has noticed.
+        tracing::info!(
+            "{} received: not ready; accepting for {}s more before draining (send it again to \
+             exit at once)",
+            signal_name(signal),
+            grace.as_secs_f64()
+        );
+        std::thread::sleep(grace);
+    }
     tracing::info!(
-        "{} received: draining connections for up to {}s (send it again to exit at once)",
-        signal_name(signal),
-        drain.as_secs_f64()
+        "draining connections for up to {}s (send {} again to exit at once)",
+        drain.as_secs_f64(),
+        signal_name(signal)
     );
     server.shutdown(drain);
     server.wait();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     reloader.stop();
     drops.stop();
     handle.close();
     let _ = signal_thread.join();
-    match access_log.finish(LOG_FLUSH_TIMEOUT) {
+    let written = access_log.finish(LOG_FLUSH_TIMEOUT);
+    if let Some(cloudwatch) = cloudwatch {
+        finish_cloudwatch(cloudwatch);
+    }
+    match written {
         Some(stats) if stats.errors > 0 => tracing::warn!(
             "stopped; {} access-log write(s) failed over the run",
             stats.errors
@@ -198,6 +260,33 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
         None => tracing::warn!("stopped; the access log did not finish flushing in time"),
     }
     Ok(())
+}
+
+/// Gives the CloudWatch Logs shipper a bounded time to send what it holds, and logs what
+/// happened to the lines over the run.
+fn finish_cloudwatch(cloudwatch: CloudWatch) {
+    let stats = cloudwatch.stats();
+    let finished = cloudwatch.finish(CLOUDWATCH_FLUSH_TIMEOUT);
+    let counters = finished.unwrap_or_else(|| stats.counters());
+    let totals = format!(
+        "{} line(s) sent, {} failed, {} dropped (queue full) over the run",
+        counters.sent, counters.failed, counters.dropped
+    );
+    let error = stats
+        .take_error()
+        .map(|e| format!("; last error: {e}"))
+        .unwrap_or_default();
+    if finished.is_none() {
+        tracing::warn!(
+            "CloudWatch Logs: {} line(s) not delivered within {}s; {totals}{error}",
+            counters.queued,
+            CLOUDWATCH_FLUSH_TIMEOUT.as_secs()
+        );
+    } else if counters.failed > 0 || counters.dropped > 0 {
+        tracing::warn!("CloudWatch Logs: {totals}{error}");
+    } else {
+        tracing::info!("CloudWatch Logs: {totals}");
+    }
 }
 
 /// Pokes the reloader on SIGHUP and asks for a drain on the first SIGTERM or SIGINT; a second

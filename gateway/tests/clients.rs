@@ -143,7 +143,7 @@ impl World {
             .map(u16::to_string)
             .collect();
         let config = format!(
-            "[listen]\nexplicit = [\"127.0.0.1:0\"]\n\
+            "[listen]\nexplicit = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
              [allowlist]\ndomains = [\"allowed.test\", \"tls.test\"]\n\
              [policy]\nports = [{}]\nprivate_exceptions = [\"127.0.0.0/8\"]\n\
              [resolver]\nhosts = {{ \"allowed.test\" = [\"127.0.0.1\"], \"tls.test\" = [\"127.0.0.1\"], \"denied.test\" = [\"127.0.0.1\"] }}\n\

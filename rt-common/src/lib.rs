@@ -144,6 +144,25 @@ impl EventSink {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Returns a reader of the drop count that, unlike a clone of the sink, does not keep the
+    /// channel open: the receiver still sees the end once every sink is gone.
+    #[must_use]
+    pub fn drop_count(&self) -> DropCount {
+        DropCount(self.dropped.clone())
+    }
+}
+
+/// How many events an [`EventSink`] dropped, readable without holding the channel open.
+#[derive(Clone, Debug)]
+pub struct DropCount(Arc<AtomicU64>);
+
+impl DropCount {
+    /// Returns how many events were dropped since start.
+    #[must_use]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Returns where an intercepted connection was going before it was redirected to `local`,

@@ -8,10 +8,13 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use egret_core::policy::{AllowlistBuilder, ListProblem, Policy, PolicySettings, PolicyStore};
 
+use crate::admin::ReloadStats;
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::periodic::{Periodic, Wake};
 
@@ -75,6 +78,7 @@ pub struct Reloader {
     interval: Duration,
     last_failure: Option<Vec<String>>,
     restart_warned: Vec<&'static str>,
+    stats: Arc<ReloadStats>,
 }
 
 /// Loads the configuration and builds the policy it describes. Fails with every problem found:
@@ -135,6 +139,10 @@ impl Reloader {
     #[must_use]
     pub fn new(source: ConfigSource, running: Config, store: PolicyStore) -> Reloader {
         let interval = running.allowlist.reload_interval;
+        let stats = Arc::new(ReloadStats::default());
+        stats
+            .entries
+            .store(store.load().allowlist().len() as u64, Ordering::Relaxed);
         Reloader {
             source,
             running,
@@ -142,7 +150,14 @@ impl Reloader {
             interval,
             last_failure: None,
             restart_warned: Vec::new(),
+            stats,
         }
+    }
+
+    /// Returns the reload counters the admin endpoint reports.
+    #[must_use]
+    pub fn stats(&self) -> Arc<ReloadStats> {
+        self.stats.clone()
     }
 
     /// Reloads at once, as SIGHUP does, and logs the outcome even when nothing changed.
@@ -168,10 +183,15 @@ impl Reloader {
                     }
                 }
                 self.last_failure = Some(problems.clone());
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 return Reload::Failed(problems);
             }
         };
         let recovered = self.last_failure.take().is_some();
+        self.stats.ok.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .entries
+            .store(loaded.policy.allowlist().len() as u64, Ordering::Relaxed);
         self.interval = config.allowlist.reload_interval;
         let restart = config.restart_sections_changed(&self.running);
         if !restart.is_empty() && (asked || restart != self.restart_warned) {

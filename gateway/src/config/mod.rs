@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use egret_core::policy::{EchPolicy, Mode, PolicySettings, TlsDeny};
-use egret_core::{Limits, ListenerKind};
+use egret_core::{Limits, ListenerKind, ProxyProtocol};
 use egret_rt_common::ListenerSpec;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -71,6 +71,13 @@ pub struct ListenConfig {
     pub transparent_http: Vec<SocketAddr>,
     /// Addresses where nftables redirects intercepted port-443 traffic.
     pub transparent_tls: Vec<SocketAddr>,
+    /// Whether connections start with a PROXY protocol header (v1 or v2, as an AWS NLB
+    /// sends): `off`, `optional` or `required`.
+    #[serde(with = "de::ProxyProtocolDef")]
+    pub proxy_protocol: ProxyProtocol,
+    /// The admin endpoint (`/healthz`, `/readyz`, `/metrics`); `""` turns it off.
+    #[serde(deserialize_with = "de::optional_addr")]
+    pub admin: Option<SocketAddr>,
 }
 
 /// `[allowlist]`.
@@ -155,6 +162,10 @@ pub struct LimitsConfig {
     /// How long open sessions may take to finish after SIGTERM.
     #[serde(deserialize_with = "de::nonzero_duration")]
     pub drain_timeout: Duration,
+    /// How long SIGTERM keeps accepting after `/readyz` turns 503, so that a load balancer
+    /// marks the target unhealthy before its connections are refused.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
 }
 
 /// `[log]`.
@@ -165,6 +176,35 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Where lines go: a file, appended to, or `-` for stdout.
     pub path: PathBuf,
+    /// `[log.cloudwatch]`: ship the same lines to CloudWatch Logs; `None` (absent) is off.
+    pub cloudwatch: Option<CloudWatchConfig>,
+}
+
+/// `[log.cloudwatch]`: where and how access-log lines are shipped to CloudWatch Logs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudWatchConfig {
+    /// The log group, created when missing.
+    #[serde(deserialize_with = "de::log_group")]
+    pub group: String,
+    /// The log stream's name template: `{hostname}` and `{instance_id}` are filled in.
+    #[serde(deserialize_with = "de::log_stream")]
+    pub stream: String,
+    /// The group's retention, set at start; 0 leaves the group's retention as it is.
+    #[serde(deserialize_with = "de::retention_days")]
+    pub retention_days: u32,
+    /// The service endpoint, for an emulator; `None` (or empty) means the region's.
+    #[serde(deserialize_with = "de::optional_text")]
+    pub endpoint: Option<String>,
+    /// The region; `None` (or empty) means the standard chain's (environment, profile, IMDS).
+    #[serde(deserialize_with = "de::optional_text")]
+    pub region: Option<String>,
+    /// The CloudWatch namespace of the embedded metrics.
+    #[serde(deserialize_with = "de::metric_namespace")]
+    pub metric_namespace: String,
+    /// How many lines may wait to be shipped; more are dropped and counted.
+    #[serde(deserialize_with = "de::nonzero_count")]
+    pub queue_events: usize,
 }
 
 /// The access-log line formats.
@@ -317,6 +357,12 @@ impl Config {
         }
     }
 
+    /// Returns whether connections start with a PROXY protocol header.
+    #[must_use]
+    pub fn proxy_protocol(&self) -> ProxyProtocol {
+        self.listen.proxy_protocol
+    }
+
     /// Returns the listeners to bind.
     #[must_use]
     pub fn listeners(&self) -> Vec<ListenerSpec> {
@@ -361,7 +407,22 @@ impl Config {
             tls_deny: policy.tls_deny,
             ech: policy.ech,
             inspect_tunnels: policy.inspect_tunnels,
+            own_ports: self.own_ports(),
         }
+    }
+
+    /// Returns the ports the gateway itself listens on: the proxy never connects to them at a
+    /// non-public address (its own admin endpoint, or a loop into itself).
+    #[must_use]
+    pub fn own_ports(&self) -> Vec<u16> {
+        let listeners = self.listeners().into_iter().map(|spec| spec.addr.port());
+        let mut ports: Vec<u16> = listeners
+            .chain(self.listen.admin.map(|a| a.port()))
+            .collect();
+        ports.retain(|&port| port != 0);
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     /// Returns the resolver's static answers.
@@ -482,6 +543,8 @@ impl Default for ListenConfig {
             explicit: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
             transparent_http: Vec::new(),
             transparent_tls: Vec::new(),
+            proxy_protocol: ProxyProtocol::Off,
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         }
     }
 }
@@ -522,6 +585,7 @@ impl Default for LimitsConfig {
             idle_timeout: limits.idle_timeout,
             tcp_keepalive: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            drain_grace: Duration::ZERO,
         }
     }
 }
@@ -531,6 +595,21 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Squid,
             path: PathBuf::from("-"),
+            cloudwatch: None,
+        }
+    }
+}
+
+impl Default for CloudWatchConfig {
+    fn default() -> Self {
+        CloudWatchConfig {
+            group: "/egret/access".to_owned(),
+            stream: "{hostname}".to_owned(),
+            retention_days: 7,
+            endpoint: None,
+            region: None,
+            metric_namespace: "Egret".to_owned(),
+            queue_events: 100_000,
         }
     }
 }

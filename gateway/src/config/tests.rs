@@ -13,7 +13,12 @@ fn an_empty_file_means_every_default() {
     assert!(config.allowlist.domains.is_empty());
     assert!(config.allowlist.files.is_empty());
     assert_eq!(config.allowlist.reload_interval, Duration::from_secs(60));
-    assert_eq!(config.policy_settings(), PolicySettings::default());
+    // The explicit listener and the admin endpoint: never a destination at a private address.
+    let own_ports = PolicySettings {
+        own_ports: vec![3128, 9090],
+        ..PolicySettings::default()
+    };
+    assert_eq!(config.policy_settings(), own_ports);
     assert_eq!(config.policy.ports, [80, 443]);
     assert!(config.resolver.hosts.is_empty());
     assert_eq!(config.limits.max_connections, 10_000);
@@ -172,9 +177,9 @@ fn bad_enum_values_are_located() {
 
 #[test]
 fn unknown_keys_are_errors_that_name_the_key_and_its_line() {
-    let message = error("threads = 1\n\n[listen]\nexplicit = []\nadmin = \"127.0.0.1:9090\"\n");
+    let message = error("threads = 1\n\n[listen]\nexplicit = []\nsocks = \"127.0.0.1:1080\"\n");
     assert!(message.starts_with("egret.toml:5:1: "), "{message}");
-    assert!(message.contains("unknown field `admin`"), "{message}");
+    assert!(message.contains("unknown field `socks`"), "{message}");
     let top = error("colour = \"blue\"\n");
     assert!(top.starts_with("egret.toml:1:1: "), "{top}");
     assert!(top.contains("`colour`"), "{top}");
@@ -186,11 +191,96 @@ fn unknown_keys_are_errors_that_name_the_key_and_its_line() {
         ("policy", "modes"),
         ("resolver", "nameservers"),
         ("limits", "max_conns"),
-        ("log", "cloudwatch"),
+        ("log", "syslog"),
+        ("log.cloudwatch", "log_group"),
     ] {
         let message = error(&format!("[{section}]\n{key} = 1\n"));
         assert!(message.starts_with("egret.toml:2:1: "), "{message}");
         assert!(message.contains(&format!("`{key}`")), "{message}");
+    }
+}
+
+#[test]
+fn cloudwatch_is_off_unless_its_section_is_there_and_then_has_defaults() {
+    assert_eq!(
+        parse("[log]\nformat = \"json\"").unwrap().log.cloudwatch,
+        None
+    );
+    let config = parse("[log.cloudwatch]\n").unwrap();
+    let cloudwatch = config.log.cloudwatch.unwrap();
+    assert_eq!(cloudwatch, CloudWatchConfig::default());
+    assert_eq!(cloudwatch.group, "/egret/access");
+    assert_eq!(cloudwatch.stream, "{hostname}");
+    assert_eq!(cloudwatch.retention_days, 7);
+    assert_eq!(cloudwatch.endpoint, None);
+    assert_eq!(cloudwatch.region, None);
+    assert_eq!(cloudwatch.metric_namespace, "Egret");
+    assert_eq!(cloudwatch.queue_events, 100_000);
+}
+
+#[test]
+fn every_cloudwatch_key_parses() {
+    let text = r#"
+[log]
+format = "json"
+
+[log.cloudwatch]
+group = "/egret/prod-access"
+stream = "egret/{instance_id}/{hostname}"
+retention_days = 30
+endpoint = "http://127.0.0.1:5000"
+region = "eu-west-1"
+metric_namespace = "Egret/Prod"
+queue_events = 500
+"#;
+    let config = parse(text).unwrap();
+    let cloudwatch = config.log.cloudwatch.unwrap();
+    assert_eq!(
+        cloudwatch,
+        CloudWatchConfig {
+            group: "/egret/prod-access".to_owned(),
+            stream: "egret/{instance_id}/{hostname}".to_owned(),
+            retention_days: 30,
+            endpoint: Some("http://127.0.0.1:5000".to_owned()),
+            region: Some("eu-west-1".to_owned()),
+            metric_namespace: "Egret/Prod".to_owned(),
+            queue_events: 500,
+        }
+    );
+    let empty = parse("[log.cloudwatch]\nendpoint = \"\"\nregion = \"\"").unwrap();
+    let empty = empty.log.cloudwatch.unwrap();
+    assert_eq!((empty.endpoint, empty.region), (None, None));
+    assert_eq!(
+        parse("[log.cloudwatch]\nretention_days = 0")
+            .unwrap()
+            .log
+            .cloudwatch
+            .unwrap()
+            .retention_days,
+        0
+    );
+}
+
+#[test]
+fn bad_cloudwatch_values_are_located() {
+    for (key, value, says) in [
+        ("group", "\"has space\"", "not a log group name"),
+        ("group", "\"\"", "not a log group name"),
+        ("stream", "\"{host}\"", "unknown placeholder"),
+        ("stream", "\"a:b\"", "without ':' or '*'"),
+        ("stream", "\"\"", "not a log stream name"),
+        ("retention_days", "10", "one of 0, 1, 3, 5, 7, 14"),
+        (
+            "metric_namespace",
+            "\"AWS/Egret\"",
+            "not starting with 'AWS/'",
+        ),
+        ("metric_namespace", "\"\"", "not a metric namespace"),
+        ("queue_events", "0", "at least 1"),
+    ] {
+        let message = error(&format!("[log.cloudwatch]\n{key} = {value}\n"));
+        assert!(message.starts_with("egret.toml:2:"), "{key}: {message}");
+        assert!(message.contains(says), "{key}: {message}");
     }
 }
 
@@ -342,6 +432,8 @@ fn restart_sections_are_told_apart_from_reloadable_ones() {
         new.restart_sections_changed(&old),
         ["runtime/threads", "[listen]", "[limits]"]
     );
+    new.log.cloudwatch = Some(CloudWatchConfig::default());
+    assert!(new.restart_sections_changed(&old).contains(&"[log]"));
 }
 
 fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -6,9 +6,12 @@
 //! in a buffer and flushes it whenever the channel is momentarily empty: lines appear promptly
 //! when traffic is light and are written in large chunks under load. Write errors (a full disk)
 //! are counted and reported at most once per [`REPORT_EVERY`]; they never stop the writer.
+//! With `[log.cloudwatch]`, each record is also counted for the denied metric and its line
+//! handed to the CloudWatch [`Feed`], which queues it without ever blocking.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,6 +19,8 @@ use std::time::{Duration, Instant};
 use egret_core::{Event, format};
 use egret_rt_common::EventSink;
 
+use crate::admin::RecordMetrics;
+use crate::cloudwatch::Feed;
 use crate::config::{LogFormat, LogTarget};
 use crate::periodic::Periodic;
 
@@ -83,9 +88,35 @@ impl AccessLog {
         format: LogFormat,
         out: Box<dyn Write + Send>,
     ) -> io::Result<AccessLog> {
+        AccessLog::spawn_with(events, format, out, None)
+    }
+
+    /// Starts the writer like [`AccessLog::spawn`]; with a `cloudwatch` feed, every record is
+    /// also counted for the metric and its line queued for CloudWatch Logs. The feed is
+    /// dropped when the writer ends, which tells the shipper to send its last batch.
+    pub fn spawn_with(
+        events: Receiver<Event>,
+        format: LogFormat,
+        out: Box<dyn Write + Send>,
+        cloudwatch: Option<Feed>,
+    ) -> io::Result<AccessLog> {
+        AccessLog::spawn_counting(events, format, out, cloudwatch, None)
+    }
+
+    /// Starts the writer like [`AccessLog::spawn_with`], also counting every record in
+    /// `metrics` for the admin endpoint.
+    pub fn spawn_counting(
+        events: Receiver<Event>,
+        format: LogFormat,
+        out: Box<dyn Write + Send>,
+        cloudwatch: Option<Feed>,
+        metrics: Option<Arc<RecordMetrics>>,
+    ) -> io::Result<AccessLog> {
+        let mut writer = Writer::new(format, out, cloudwatch);
+        writer.metrics = metrics;
         let thread = std::thread::Builder::new()
             .name("egret-access-log".to_owned())
-            .spawn(move || write_events(&events, Writer::new(format, out)))?;
+            .spawn(move || write_events(&events, writer))?;
         Ok(AccessLog { thread })
     }
 
@@ -120,6 +151,8 @@ impl DropCounter {
 struct Writer {
     out: BufWriter<Box<dyn Write + Send>>,
     format: LogFormat,
+    cloudwatch: Option<Feed>,
+    metrics: Option<Arc<RecordMetrics>>,
     line: String,
     stats: WriteStats,
     unreported: u64,
@@ -140,10 +173,12 @@ fn write_events(events: &Receiver<Event>, mut writer: Writer) -> WriteStats {
 }
 
 impl Writer {
-    fn new(format: LogFormat, out: Box<dyn Write + Send>) -> Writer {
+    fn new(format: LogFormat, out: Box<dyn Write + Send>, cloudwatch: Option<Feed>) -> Writer {
         Writer {
             out: BufWriter::with_capacity(BUFFER_BYTES, out),
             format,
+            cloudwatch,
+            metrics: None,
             line: String::with_capacity(512),
             stats: WriteStats::default(),
             unreported: 0,
@@ -162,6 +197,12 @@ impl Writer {
             LogFormat::Json => format::json(record, &mut self.line),
         }
         self.stats.lines += 1;
+        if let Some(feed) = &self.cloudwatch {
+            feed.record(record, &self.line);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.record(record);
+        }
         let result = self.out.write_all(self.line.as_bytes());
         self.check(result);
     }

@@ -61,6 +61,32 @@ fn json_lines_are_one_object_each() {
 }
 
 #[test]
+fn cloudwatch_gets_the_same_lines_and_is_released_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let (feed, mut queue, stats) = Feed::channel(16);
+    let (sink, rx) = EventSink::channel(16);
+    let out = open(&LogTarget::File(path.clone())).unwrap();
+    let log = AccessLog::spawn_with(rx, LogFormat::Squid, out, Some(feed)).unwrap();
+    sink.send(Event::Closed(tunnel()));
+    sink.send(Event::Decided(decided()));
+    sink.send(Event::Closed(denied()));
+    drop(sink);
+    log.join();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut shipped = Vec::new();
+    while let Ok(event) = queue.try_recv() {
+        shipped.push((event.at, event.message));
+    }
+    let local: Vec<&str> = text.lines().collect();
+    assert_eq!(shipped.len(), 2);
+    assert_eq!(shipped[0], (tunnel().at, local[0].to_owned()));
+    assert_eq!(shipped[1], (denied().at, local[1].to_owned()));
+    assert!(queue.is_closed(), "the writer dropped its feed");
+    assert_eq!(stats.counters().queued, 2);
+}
+
+#[test]
 fn lines_are_flushed_while_senders_live() {
     let shared = Shared::default();
     let (sink, rx) = EventSink::channel(16);
@@ -181,6 +207,7 @@ fn tunnel() -> Closed {
         sni: None,
         ech: false,
         dst_mismatch: false,
+        vpc_endpoint: None,
     }
 }
 
