@@ -1,5 +1,8 @@
 //! Benchmarks of Egret: criterion benchmarks of the core (`benches/core.rs`) and shared
-//! fixtures for them.
+//! fixtures for them, and the load harness ([`load`], run by the `egret-load` binary) that
+//! compares the runtimes with Squid, HAProxy and no proxy at all.
+
+pub mod load;
 
 use egret_core::policy::{Allowlist, Entry, Policy, PolicySettings};
 
