@@ -159,7 +159,19 @@ impl LiveGateway {
         config_path: &Path,
         log_path: PathBuf,
     ) -> io::Result<LiveGateway> {
+        LiveGateway::start_with_env(bin, runtime, config_path, log_path, &[])
+    }
+
+    /// Like [`LiveGateway::start`], with `env` added to the process's environment.
+    pub fn start_with_env(
+        bin: &Path,
+        runtime: &str,
+        config_path: &Path,
+        log_path: PathBuf,
+        env: &[(&str, &str)],
+    ) -> io::Result<LiveGateway> {
         let mut child = Command::new(bin)
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(config_path)
             .args(["--runtime", runtime, "--threads", "2"])

@@ -9,12 +9,14 @@
 //! - [`config`]: the TOML file of DESIGN.md §4, its defaults and validation.
 //! - [`allowlist`]: builds the [`Policy`](egret_core::policy::Policy) and reloads it.
 //! - [`sink`]: writes `Closed` access events as Squid or JSON lines.
+//! - [`aws`]: the HTTPS client and configuration chain the AWS clients share.
 //! - [`cloudwatch`]: ships those lines and the denied metric to CloudWatch Logs.
 //! - [`cli`], [`run`], [`explain`]: the `egret` commands.
 //! - [`periodic`]: the stoppable, pokeable thread the reloader runs on.
 
 pub mod admin;
 pub mod allowlist;
+pub mod aws;
 pub mod cli;
 pub mod cloudwatch;
 pub mod config;

@@ -118,7 +118,8 @@ pub fn start(runtime: Runtime, config: ServerConfig) -> io::Result<Box<dyn Serve
 }
 
 fn serve(source: &ConfigSource) -> Result<(), String> {
-    let (config, loaded) = match allowlist::load(source) {
+    let mut remote = allowlist::Remote::default();
+    let (config, loaded) = match allowlist::load_with(source, &mut remote) {
         Ok(loaded) => loaded,
         Err(problems) => {
             for problem in &problems {
@@ -174,7 +175,7 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
         .map_err(|e| format!("cannot start the drop watch thread: {e}"))?;
     let signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let reloader = Reloader::new(source.clone(), config.clone(), store.clone());
+    let reloader = Reloader::new(source.clone(), config.clone(), store.clone(), remote);
     let reload_stats = reloader.stats();
     let reloader = reloader
         .spawn()

@@ -9,9 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,9 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use egret_conformance::live::serve_http;
 use rustix::process::{Pid, Signal, kill_process};
 
-/// The moto release `test.sh` installs.
-const MOTO: &str = "moto[server]==5.1.22";
+mod support;
+
+use support::moto::{MotoServer, free_port};
 
 #[test]
 fn access_lines_arrive_in_order_and_complete_and_the_group_keeps_its_retention() {
@@ -128,7 +128,7 @@ fn an_outage_never_slows_proxying_and_the_queued_lines_arrive_after_it() {
     eprintln!("100 requests with CloudWatch up: {before:?}; with it down: {during:?}");
     // Let the shipper's first flush fail against the closed port, and a retry or two.
     thread::sleep(Duration::from_millis(2500));
-    let moto = Moto::start(Some(moto.port));
+    let moto = Moto::start(Some(moto.server.port));
     let events = moto.wait_for_events("/egret/outage", &hostname(), 100);
     let outage: Vec<&String> = events.iter().filter(|m| m.contains("/outage-")).collect();
     assert_eq!(outage.len(), 100, "every line queued in the outage arrived");
@@ -148,7 +148,7 @@ fn an_outage_never_slows_proxying_and_the_queued_lines_arrive_after_it() {
 fn a_full_queue_drops_lines_counts_them_and_says_so() {
     // Nothing listens at the endpoint: the shipper cannot even create the group, so the first
     // five lines wait in the queue and the rest are dropped.
-    let unreachable = Moto::free_port();
+    let unreachable = free_port();
     let origin = serve_http().unwrap();
     let mut gateway = Gateway::start_at(
         origin,
@@ -181,44 +181,15 @@ fn a_full_queue_drops_lines_counts_them_and_says_so() {
 
 /// A `moto_server` process on a loopback port, and an SDK client for it.
 struct Moto {
-    child: Option<(Child, ChildStdin)>,
-    port: u16,
+    server: MotoServer,
     runtime: tokio::runtime::Runtime,
     client: Client,
 }
 
 impl Moto {
-    /// Starts moto on `port` (a free one when `None`) and waits until it answers.
+    /// Starts moto on `port` (a free one when `None`) with a CloudWatch Logs client for it.
     fn start(port: Option<u16>) -> Moto {
-        let python = moto_python();
-        let port = port.unwrap_or_else(Moto::free_port);
-        // moto ends when the test closes its stdin (or dies), and after two minutes at most.
-        let script = "import os, sys, threading\n\
-            threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()\n\
-            timer = threading.Timer(120, lambda: os._exit(0))\n\
-            timer.daemon = True\n\
-            timer.start()\n\
-            from moto.server import main\n\
-            main(['-H', '127.0.0.1', '-p', sys.argv[1]])\n";
-        let mut child = Command::new(&python)
-            .args(["-c", script, &port.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-        let stdin = child.stdin.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("moto_server on port {port} exited at start: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen within 30 s"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
+        let server = MotoServer::start(port);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -230,34 +201,23 @@ impl Moto {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .endpoint_url(server.endpoint())
             .http_client(http)
             .build();
         Moto {
-            child: Some((child, stdin)),
-            port,
+            server,
             runtime,
             client: Client::from_conf(config),
         }
     }
 
-    /// Returns a loopback port that was free a moment ago.
-    fn free_port() -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    }
-
     fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.endpoint()
     }
 
-    /// Kills moto and waits until its port is closed.
+    /// Kills moto and waits until it has exited.
     fn stop(&mut self) {
-        if let Some((mut child, stdin)) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            drop(stdin);
-        }
+        self.server.stop();
     }
 
     /// Returns every event's message in the stream, oldest first (none if it does not exist).
@@ -308,12 +268,6 @@ impl Moto {
             );
             thread::sleep(Duration::from_millis(200));
         }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -498,24 +452,6 @@ impl Drop for Gateway {
 /// Returns whether a message is an EMF event (a JSON object with `_aws` metadata).
 fn is_emf(message: &str) -> bool {
     message.starts_with('{') && message.contains("\"_aws\":{")
-}
-
-/// Returns the python of the moto virtual environment, or fails saying how to make one.
-fn moto_python() -> PathBuf {
-    let venv = std::env::var_os("EGRET_MOTO_VENV").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv"),
-        PathBuf::from,
-    );
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists() && venv.join("bin/moto_server").exists(),
-        "moto is not installed in {}: these tests need it. Run ./test.sh, which installs it, \
-         or: python3 -m venv target/moto-venv && target/moto-venv/bin/pip install '{MOTO}' \
-         (on Debian: apt-get install python3-venv first); EGRET_MOTO_VENV names another \
-         virtual environment",
-        venv.display()
-    );
-    python
 }
 
 /// Returns the machine's host name as the gateway reads it.

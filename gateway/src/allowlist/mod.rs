@@ -1,6 +1,6 @@
-//! Builds the [`Policy`] from the configuration, the list files and `--allow`, and keeps it
-//! current: a [`Reloader`] re-reads them every `reload_interval` and on SIGHUP, and publishes
-//! a new policy only when the whole list is valid.
+//! Builds the [`Policy`] from the configuration, the list files, the SSM parameter and
+//! `--allow`, and keeps it current: a [`Reloader`] re-reads them every `reload_interval` and
+//! on SIGHUP, and publishes a new policy only when the whole list is valid.
 //!
 //! Only `[allowlist]` and `[policy]` take effect on a reload; a change anywhere else is
 //! reported as needing a restart.
@@ -17,6 +17,10 @@ use egret_core::policy::{AllowlistBuilder, ListProblem, Policy, PolicySettings, 
 use crate::admin::ReloadStats;
 use crate::config::{Config, ConfigError, ConfigSource};
 use crate::periodic::{Periodic, Wake};
+
+mod ssm;
+
+pub use ssm::Remote;
 
 /// The source name that problems with `--allow` entries carry.
 pub const ALLOW_FLAG: &str = "--allow";
@@ -35,6 +39,13 @@ pub enum LoadError {
         path: PathBuf,
         /// Why.
         error: io::Error,
+    },
+    /// The SSM parameter could not be read.
+    Ssm {
+        /// The parameter's name.
+        parameter: String,
+        /// Why.
+        error: String,
     },
     /// An entry is invalid.
     Entry(ListProblem),
@@ -79,17 +90,26 @@ pub struct Reloader {
     last_failure: Option<Vec<String>>,
     restart_warned: Vec<&'static str>,
     stats: Arc<ReloadStats>,
+    remote: Remote,
 }
 
 /// Loads the configuration and builds the policy it describes. Fails with every problem found:
 /// an invalid configuration does not keep the allowlist from being checked too.
 pub fn load(source: &ConfigSource) -> Result<(Config, Loaded), Vec<LoadError>> {
+    load_with(source, &mut Remote::default())
+}
+
+/// Like [`load`], reading the SSM parameter (if any) through `remote`.
+pub fn load_with(
+    source: &ConfigSource,
+    remote: &mut Remote,
+) -> Result<(Config, Loaded), Vec<LoadError>> {
     let config = source.read().map_err(|e| vec![LoadError::Config(e)])?;
     let mut problems: Vec<LoadError> = match config.validate(source.path.as_deref()) {
         Ok(()) => Vec::new(),
         Err(invalid) => invalid.into_iter().map(LoadError::Config).collect(),
     };
-    match build_policy(&config, source) {
+    match build_policy(&config, source, remote) {
         Ok(loaded) if problems.is_empty() => Ok((config, loaded)),
         Ok(_) => Err(problems),
         Err(more) => {
@@ -99,9 +119,14 @@ pub fn load(source: &ConfigSource) -> Result<(Config, Loaded), Vec<LoadError>> {
     }
 }
 
-/// Builds the policy of an already loaded configuration: its `domains`, its `files` and the
-/// `--allow` entries of `source`. Fails with every problem found.
-pub fn build_policy(config: &Config, source: &ConfigSource) -> Result<Loaded, Vec<LoadError>> {
+/// Builds the policy of an already loaded configuration: its `domains`, its `files`, its SSM
+/// parameter (read through `remote`) and the `--allow` entries of `source`. Fails with every
+/// problem found.
+pub fn build_policy(
+    config: &Config,
+    source: &ConfigSource,
+    remote: &mut Remote,
+) -> Result<Loaded, Vec<LoadError>> {
     let mut builder = AllowlistBuilder::new();
     let mut problems = Vec::new();
     let name = source.name();
@@ -116,6 +141,21 @@ pub fn build_policy(config: &Config, source: &ConfigSource) -> Result<Loaded, Ve
                 error,
             }),
         }
+    }
+    match remote.fetch(&config.allowlist) {
+        Ok(Some(text)) => {
+            let name = config
+                .allowlist
+                .ssm_parameter
+                .as_deref()
+                .unwrap_or_default();
+            builder.add_text(&text, &format!("ssm:{name}"));
+        }
+        Ok(None) => {}
+        Err(error) => problems.push(LoadError::Ssm {
+            parameter: config.allowlist.ssm_parameter.clone().unwrap_or_default(),
+            error,
+        }),
     }
     for list in &source.overrides.allow {
         add_list(&mut builder, list, ALLOW_FLAG, 0);
@@ -135,9 +175,15 @@ pub fn build_policy(config: &Config, source: &ConfigSource) -> Result<Loaded, Ve
 
 impl Reloader {
     /// Returns a reloader for `source`; `running` is the configuration the gateway started
-    /// with, and `store` is where new policies are published.
+    /// with, `store` is where new policies are published, and `remote` reads the SSM
+    /// parameter (the one the first load used, to keep its client).
     #[must_use]
-    pub fn new(source: ConfigSource, running: Config, store: PolicyStore) -> Reloader {
+    pub fn new(
+        source: ConfigSource,
+        running: Config,
+        store: PolicyStore,
+        remote: Remote,
+    ) -> Reloader {
         let interval = running.allowlist.reload_interval;
         let stats = Arc::new(ReloadStats::default());
         stats
@@ -151,6 +197,7 @@ impl Reloader {
             last_failure: None,
             restart_warned: Vec::new(),
             stats,
+            remote,
         }
     }
 
@@ -169,7 +216,7 @@ impl Reloader {
     /// differ from the last one's.
     pub fn reload(&mut self, wake: Wake) -> Reload {
         let asked = wake == Wake::Poked;
-        let (config, loaded) = match load(&self.source) {
+        let (config, loaded) = match load_with(&self.source, &mut self.remote) {
             Ok(loaded) => loaded,
             Err(problems) => {
                 let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -280,6 +327,9 @@ impl fmt::Display for LoadError {
             LoadError::Config(error) => error.fmt(f),
             LoadError::File { path, error } => {
                 write!(f, "{}: cannot read the list file: {error}", path.display())
+            }
+            LoadError::Ssm { parameter, error } => {
+                write!(f, "SSM parameter {parameter}: cannot read it: {error}")
             }
             LoadError::Entry(problem) => problem.fmt(f),
         }

@@ -132,7 +132,7 @@ fn a_bad_reload_keeps_the_last_good_policy_and_a_good_one_publishes_the_diff() {
     let source = source(&config, &[]);
     let (running, loaded) = load(&source).unwrap();
     let store = PolicyStore::new(loaded.policy);
-    let mut reloader = Reloader::new(source, running, store.clone());
+    let mut reloader = Reloader::new(source, running, store.clone(), Remote::default());
 
     assert_eq!(reloader.reload(Wake::Timer), Reload::Unchanged);
 
@@ -175,7 +175,7 @@ fn a_reload_applies_policy_settings_and_the_interval() {
     let source = source(&config, &[]);
     let (running, loaded) = load(&source).unwrap();
     let store = PolicyStore::new(loaded.policy);
-    let mut reloader = Reloader::new(source, running, store.clone());
+    let mut reloader = Reloader::new(source, running, store.clone(), Remote::default());
     assert_eq!(reloader.interval(), Duration::from_secs(60));
     std::fs::write(
         &config,
@@ -208,7 +208,7 @@ fn a_poke_reloads_on_the_thread_and_stop_ends_it() {
     let source = source(&config, &[]);
     let (running, loaded) = load(&source).unwrap();
     let store = PolicyStore::new(loaded.policy);
-    let thread = Reloader::new(source, running, store.clone())
+    let thread = Reloader::new(source, running, store.clone(), Remote::default())
         .spawn()
         .unwrap();
     std::fs::write(&config, "[allowlist]\ndomains = [\"b.example\"]\n").unwrap();

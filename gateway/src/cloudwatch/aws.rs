@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use aws_config::imds;
 use aws_config::provider_config::ProviderConfig;
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::config::http::HttpResponse;
 use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
@@ -15,7 +14,6 @@ use aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatchlogs::config::{self, SharedHttpClient};
 use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 use super::batch::LogEvent;
 use super::ship::{Destination, Failure, Rejected};
@@ -57,12 +55,8 @@ pub(super) struct Logs {
 impl Logs {
     /// Builds the client from the configuration and the standard chain, and names the stream.
     pub(super) async fn connect(config: &CloudWatchConfig) -> Result<Logs, String> {
-        let http = http_client();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http.clone());
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        let shared = loader.load().await;
+        let http = crate::aws::http_client();
+        let shared = crate::aws::load(config.region.as_deref(), http.clone()).await;
         let Some(region) = shared.region() else {
             return Err(
                 "CloudWatch Logs needs a region: set [log.cloudwatch] region, \
@@ -206,12 +200,6 @@ pub(super) fn fill_stream(template: &str, hostname: &str, instance_id: &str) -> 
 
 /// Returns the HTTPS client: hyper with rustls on ring, the platform's roots, and the proxy
 /// variables (`HTTPS_PROXY`, `NO_PROXY`) of the environment.
-fn http_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-        .build_https()
-}
-
 async fn stream_name(template: &str, http: SharedHttpClient) -> String {
     let hostname = hostname();
     if !template.contains("{instance_id}") {

@@ -182,6 +182,26 @@ pub(super) fn optional_text<'de, D: Deserializer<'de>>(
     Ok(Some(text).filter(|t| !t.trim().is_empty()))
 }
 
+/// An SSM parameter name: a path (`/egret/allowlist`) or a bare name, of at most 2,048 of the
+/// characters SSM accepts; `""` means none.
+pub(super) fn ssm_parameter<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let Some(name) = optional_text(deserializer)? else {
+        return Ok(None);
+    };
+    let valid = name.len() <= 2048
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+    if !valid {
+        return Err(D::Error::custom(format!(
+            "'{name}' is not an SSM parameter name (letters, digits, _ . - /, at most 2048)"
+        )));
+    }
+    Ok(Some(name))
+}
+
 /// Returns the 1-based line and column of a byte offset.
 pub(super) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);

@@ -89,9 +89,19 @@ pub struct AllowlistConfig {
     pub domains: Vec<ListItem>,
     /// List files, read at start and at every reload.
     pub files: Vec<PathBuf>,
-    /// How often the configuration and the files are re-read.
+    /// How often the configuration, the files and the SSM parameter are re-read.
     #[serde(deserialize_with = "de::nonzero_duration")]
     pub reload_interval: Duration,
+    /// An SSM Parameter Store parameter holding more entries (String, StringList or
+    /// SecureString), read at start and at every reload.
+    #[serde(deserialize_with = "de::ssm_parameter")]
+    pub ssm_parameter: Option<String>,
+    /// The region of the SSM parameter; `None` means the standard chain's.
+    #[serde(deserialize_with = "de::optional_text")]
+    pub ssm_region: Option<String>,
+    /// The SSM endpoint, for an emulator; `None` means the region's.
+    #[serde(deserialize_with = "de::optional_text")]
+    pub ssm_endpoint: Option<String>,
 }
 
 /// One element of `[allowlist] domains`, with the line it is written on.
@@ -555,6 +565,9 @@ impl Default for AllowlistConfig {
             domains: Vec::new(),
             files: Vec::new(),
             reload_interval: Duration::from_secs(60),
+            ssm_parameter: None,
+            ssm_region: None,
+            ssm_endpoint: None,
         }
     }
 }
