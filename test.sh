@@ -46,6 +46,17 @@ if ! "$moto_venv/bin/python" -c "import sys, moto; sys.exit(moto.__version__ != 
 fi
 export EGRET_MOTO_VENV="$PWD/$moto_venv"
 
+# The CloudFormation templates (deploy/cloudformation): cfn-lint from PyPI, pinned, in the same
+# virtual environment, then verify.py deploys them against moto (under a minute).
+cfn_lint_version=1.58.0
+if ! "$moto_venv/bin/python" -c "import sys, importlib.metadata as m; \
+    sys.exit(m.version('cfn-lint') != '$cfn_lint_version')" >/dev/null 2>&1; then
+    echo "test.sh: installing cfn-lint==$cfn_lint_version into $moto_venv" >&2
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check "cfn-lint==$cfn_lint_version"
+fi
+"$moto_venv/bin/cfn-lint" deploy/cloudformation/*.yaml
+"$moto_venv/bin/python" deploy/cloudformation/verify.py
+
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
