@@ -20,6 +20,12 @@ have cc || missing+=(gcc)
 have ip || missing+=(iproute2)
 have nft || missing+=(nftables)
 have openssl || missing+=(openssl)
+# The high-availability test (gateway/tests/ha.rs) puts HAProxy where the AWS NLB would be.
+have haproxy || missing+=(haproxy)
+# The boot helper's tests (gateway/tests/setup_script.rs): shellcheck of the shell scripts,
+# systemd-analyze verify of the units (the systemd package installs it; nothing is started).
+have shellcheck || missing+=(shellcheck)
+have systemd-analyze || missing+=(systemd)
 # The CloudWatch Logs tests (gateway/tests/cloudwatch.rs) run moto_server, a local AWS
 # emulator, from a virtual environment (Debian's python3 makes one only with python3-venv).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
