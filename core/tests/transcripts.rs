@@ -1700,6 +1700,61 @@ fn a_complete_head_over_the_limit_after_many_reads_is_a_431() {
     );
 }
 
+#[test]
+fn an_oversized_head_with_an_early_bare_lf_is_a_400_however_it_is_read() {
+    // Found by the http_preamble fuzz target: a head over the limit with a bare LF in its
+    // first bytes was a 431 in one read and a 400 when its start came in a read of its own.
+    let limits = Limits {
+        max_header_bytes: 128,
+        ..Limits::default()
+    };
+    let early = [
+        &b"GET http://a.example/ HTTP/1.1\nX-Pad: "[..],
+        &[b'p'; 120],
+        b"\r\n\r\n",
+    ]
+    .concat();
+    let bare = error_reply(
+        "400 Bad Request",
+        "ERR_INVALID_REQ",
+        0,
+        Some("bare_cr_or_lf"),
+    );
+    for reads in [early.len(), 64, 7] {
+        let mut h = Harness::with_limits(&["a.example"], limits);
+        for piece in early.chunks(reads) {
+            if !h.is_closed() && h.pending(Peer::Client).is_empty() {
+                h.client(piece);
+            }
+        }
+        assert_eq!(
+            text(&h.written_to_client()),
+            text(&bare),
+            "reads of {reads}"
+        );
+    }
+    // A bare LF past the limit comes too late: the head was too large first.
+    let late = [
+        &b"GET http://a.example/ HTTP/1.1\r\nX-Pad: "[..],
+        &[b'p'; 120],
+        b"\nX: y\r\n\r\n",
+    ]
+    .concat();
+    for reads in [late.len(), 7] {
+        let mut h = Harness::with_limits(&["a.example"], limits);
+        for piece in late.chunks(reads) {
+            if !h.is_closed() && h.pending(Peer::Client).is_empty() {
+                h.client(piece);
+            }
+        }
+        assert_eq!(
+            h.only_closed().reason,
+            Reason::HeaderTooLarge,
+            "reads of {reads}"
+        );
+    }
+}
+
 // ---- timers ----
 
 #[test]

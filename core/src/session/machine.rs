@@ -614,7 +614,7 @@ impl Session {
         let max = self.config.limits.max_header_bytes;
         let Some(end) = find_head_end(&self.inbox, self.inbox_searched) else {
             if self.inbox.len() > max {
-                return self.reject_head(now, Rejection::TooLarge);
+                return self.reject_oversized_head(now, self.inbox_searched);
             }
             // A head with bare LFs would never end with CRLF CRLF: refuse it now rather than
             // at the header timeout.
@@ -624,9 +624,9 @@ impl Session {
             self.inbox_searched = self.inbox.len();
             return;
         };
-        self.inbox_searched = 0;
+        let searched = std::mem::take(&mut self.inbox_searched);
         if end > max {
-            return self.reject_head(now, Rejection::TooLarge);
+            return self.reject_oversized_head(now, searched);
         }
         self.timers.clear(Timer::Header);
         let form = match (self.accepted.listener, self.accepted.original_dst) {
@@ -643,6 +643,20 @@ impl Session {
             }
             Err(rejection) => self.reject_head(now, rejection),
         }
+    }
+
+    /// Refuses a head over `max_header_bytes` (of which `searched` bytes were searched
+    /// before) as if it had arrived a byte at a time, so that the verdict does not depend on
+    /// how it was split into reads: a bare CR or LF within the first `max_header_bytes`
+    /// would have been refused before the head grew too large.
+    fn reject_oversized_head(&mut self, now: Instant, searched: usize) {
+        let max = self.config.limits.max_header_bytes;
+        let first = &self.inbox[..max.min(self.inbox.len())];
+        let rejection = match has_bare_line_ending(first, searched.saturating_sub(1)) {
+            true => Rejection::Invalid("bare_cr_or_lf"),
+            false => Rejection::TooLarge,
+        };
+        self.reject_head(now, rejection);
     }
 
     fn reject_head(&mut self, now: Instant, rejection: Rejection) {
