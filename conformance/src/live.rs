@@ -561,6 +561,23 @@ pub fn serve_http() -> io::Result<u16> {
     serve(Origin::http)
 }
 
+/// Serves an echo origin on a loopback port, one thread per connection: every byte comes back.
+pub fn serve_echo() -> io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            thread::spawn(move || {
+                if let Ok(mut reader) = stream.try_clone() {
+                    let _ = io::copy(&mut reader, &mut stream);
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
 /// Serves an origin model on a loopback port, one thread per connection.
 fn serve(make: fn() -> Origin) -> io::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;

@@ -488,7 +488,9 @@ fn preflight(options: &Options) -> Result<(), SetupError> {
     }
 }
 
-fn find_program(program: &str) -> Option<PathBuf> {
+/// Looks for `program` on PATH and in the sbin directories (not on every user's PATH).
+#[must_use]
+pub fn find_program(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))

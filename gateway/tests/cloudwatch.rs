@@ -22,7 +22,8 @@ use rustix::process::{Pid, Signal, kill_process};
 
 mod support;
 
-use support::moto::{MotoServer, free_port};
+use support::free_port;
+use support::moto::MotoServer;
 
 #[test]
 fn access_lines_arrive_in_order_and_complete_and_the_group_keeps_its_retention() {

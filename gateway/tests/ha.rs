@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use egret_conformance::live::LiveGateway;
+use egret_conformance::live::{LiveGateway, serve_echo};
+use egret_conformance::netns::find_program;
 use rustix::process::{Pid, Signal, kill_process};
+use support::free_port;
+
+mod support;
 
 /// Health checks every 200 ms; two failures mark a server down, two passes up.
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
@@ -36,7 +40,7 @@ const MAX_LOAD_TIME: Duration = Duration::from_secs(90);
 fn a_drained_gateway_loses_nothing_and_a_killed_one_only_what_it_held() {
     let haproxy = find_program("haproxy")
         .expect("haproxy is not installed: the test command installs it (apt-get install haproxy)");
-    let echo = echo_origin();
+    let echo = serve_echo().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut a = Node::new("a", dir.path(), echo);
     let mut b = Node::new("b", dir.path(), echo);
@@ -344,37 +348,4 @@ fn tunnel(proxy: SocketAddr, echo: u16) -> Result<(), String> {
     } else {
         Err(format!("echo {line:?}"))
     }
-}
-
-/// An origin that echoes every byte back, one thread per connection.
-fn echo_origin() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            thread::spawn(move || {
-                let mut reader = stream.try_clone().unwrap();
-                let _ = std::io::copy(&mut reader, &mut stream);
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Looks for `program` on PATH and in the sbin directories.
-fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }

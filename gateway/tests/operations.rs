@@ -5,13 +5,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use egret_conformance::live::{LiveGateway, serve_http};
+use egret_conformance::live::{LiveGateway, serve_echo, serve_http};
 use rustix::process::{Pid, Signal, kill_process};
+use support::free_port;
+
+mod support;
 
 const RUNTIMES: [&str; 3] = ["tokio", "mio", "glommio"];
 
@@ -85,16 +88,16 @@ fn the_admin_endpoint_cannot_be_reached_through_the_proxy() {
 fn sigterm_turns_readyz_503_keeps_accepting_for_the_grace_then_drains_open_tunnels() {
     for runtime in RUNTIMES {
         let origin = serve_http().unwrap();
-        let echo = Echo::start();
+        let echo = serve_echo().unwrap();
         let mut world = World::start_with(
             runtime,
             origin,
             "",
-            &[echo.port],
+            &[echo],
             "[limits]\ndrain_grace = \"1500ms\"\ndrain_timeout = \"20s\"\n",
         );
         let admin = world.admin();
-        let mut tunnel = world.tunnel(echo.port);
+        let mut tunnel = world.tunnel(echo);
         tunnel.exchange(b"before");
 
         world.signal(Signal::TERM);
@@ -130,11 +133,11 @@ fn sigterm_turns_readyz_503_keeps_accepting_for_the_grace_then_drains_open_tunne
             .gateway
             .wait_for_line(&[
                 r#""code":"TCP_TUNNEL""#,
-                &format!(r#""url":"allowed.test:{}""#, echo.port),
+                &format!(r#""url":"allowed.test:{}""#, echo),
             ])
             .unwrap();
         // Both exchanges' bytes are counted: the tunnel was logged when it ended, not cut.
-        let from_client = format!(r#""bytes_from_client":{}"#, tunnel_bytes(echo.port));
+        let from_client = format!(r#""bytes_from_client":{}"#, tunnel_bytes(echo));
         assert!(line.contains(&from_client), "{runtime}: {line}");
     }
 }
@@ -143,15 +146,15 @@ fn sigterm_turns_readyz_503_keeps_accepting_for_the_grace_then_drains_open_tunne
 fn a_second_sigterm_exits_at_once() {
     for runtime in RUNTIMES {
         let origin = serve_http().unwrap();
-        let echo = Echo::start();
+        let echo = serve_echo().unwrap();
         let mut world = World::start_with(
             runtime,
             origin,
             "",
-            &[echo.port],
+            &[echo],
             "[limits]\ndrain_timeout = \"60s\"\n",
         );
-        let mut tunnel = world.tunnel(echo.port);
+        let mut tunnel = world.tunnel(echo);
         tunnel.exchange(b"hello");
         world.signal(Signal::TERM);
         wait_until(&format!("{runtime}: the drain begins"), || {
@@ -347,28 +350,6 @@ fn tunnel_bytes(port: u16) -> usize {
     head.len() + "before\n".len() + "during the drain\n".len()
 }
 
-/// An origin that echoes every byte back, one thread per connection.
-struct Echo {
-    port: u16,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                thread::spawn(move || {
-                    let mut reader = stream.try_clone().unwrap();
-                    let _ = std::io::copy(&mut reader, &mut stream);
-                });
-            }
-        });
-        Echo { port }
-    }
-}
-
 /// Reads a response head; returns its status code.
 fn read_status(reader: &mut impl BufRead) -> u16 {
     let mut status = String::new();
@@ -431,14 +412,6 @@ fn proxy_v2(source: [u8; 4], port: u16, vpce: Option<&str>) -> Vec<u8> {
     header.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
     header.extend_from_slice(&body);
     header
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Polls `done` for up to ten seconds.

@@ -5,11 +5,13 @@
 //! process goes away (it exits when its stdin closes). Without moto the tests fail and say how
 //! to install it.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 /// The moto release `test.sh` installs.
 pub(crate) const MOTO: &str = "moto[server]==5.1.22";
@@ -77,12 +79,6 @@ impl Drop for MotoServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Returns a loopback port that was free a moment ago.
-pub(crate) fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("a bound address").port()
 }
 
 /// Returns the python of the moto virtual environment, or fails saying how to make one.
