@@ -107,6 +107,19 @@ impl Setup {
 }
 
 impl Driver {
+    /// Returns a driver that has been given `pieces` as client reads, up to a close.
+    #[must_use]
+    pub fn fed(setup: &Setup, pieces: &[&[u8]]) -> Driver {
+        let mut d = Driver::new(setup);
+        for piece in pieces {
+            if d.is_closed() {
+                break;
+            }
+            d.client(piece);
+        }
+        d
+    }
+
     /// Returns a driver whose session was just accepted.
     #[must_use]
     pub fn new(setup: &Setup) -> Driver {
@@ -590,4 +603,31 @@ pub fn zero_client_counts(
             Event::Closed(_) | Event::Decided(_) => event,
         })
         .collect()
+}
+
+/// What a transcript yields: the actions, the events, and the bytes written to each peer.
+pub type Outcome = (Vec<Action>, Vec<Event>, [Vec<u8>; 2]);
+
+/// Feeds `bytes` through `transcript` whole and cut into the reads `split` picks, and panics
+/// unless both give the same actions, the same bytes written and the same events (the
+/// client's byte counts aside).
+pub fn same_however_split(
+    setup: &Setup,
+    bytes: &[u8],
+    split: u8,
+    transcript: fn(&Setup, &[&[u8]], &[u8]) -> Outcome,
+) {
+    let whole = transcript(setup, &[bytes], bytes);
+    let pieces = super::chunks(bytes, split);
+    if pieces.len() == 1 {
+        return;
+    }
+    let split = transcript(setup, &pieces, bytes);
+    assert_eq!(whole.0, split.0, "actions differ when split");
+    assert_eq!(whole.2, split.2, "bytes written differ when split");
+    assert_eq!(
+        zero_client_counts(&whole.1, |_| true),
+        zero_client_counts(&split.1, |_| true),
+        "events differ when split"
+    );
 }

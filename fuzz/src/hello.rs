@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use egret_core::host::Host;
 use egret_core::policy::{DenyReason, EchPolicy, Mode, PolicySettings, TlsDeny};
-use egret_core::{Access, Action, Close, Event, Limits, ListenerKind, Peer, ProxyProtocol, Reason};
+use egret_core::{Access, Action, Close, Limits, ListenerKind, Peer, ProxyProtocol, Reason};
 use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
 
 use super::drive::{self, Driver, PUBLIC, Setup};
@@ -36,20 +36,7 @@ pub fn run(data: &[u8]) {
     let [options, split, ref bytes @ ..] = *data else {
         return;
     };
-    let setup = setup(options);
-    let whole = transcript(&setup, &[bytes], bytes);
-    let pieces = super::chunks(bytes, split);
-    if pieces.len() == 1 {
-        return;
-    }
-    let split = transcript(&setup, &pieces, bytes);
-    assert_eq!(whole.0, split.0, "actions differ when split");
-    assert_eq!(whole.2, split.2, "bytes written differ when split");
-    assert_eq!(
-        drive::zero_client_counts(&whole.1, |_| true),
-        drive::zero_client_counts(&split.1, |_| true),
-        "events differ when split"
-    );
+    drive::same_however_split(&setup(options), bytes, split, transcript);
 }
 
 /// Returns the setup `options` picks.
@@ -89,18 +76,8 @@ pub fn setup(options: u8) -> Setup {
 
 /// Feeds `pieces`, checks the outcome, plays it out; returns actions, events and the bytes
 /// written to each peer.
-fn transcript(
-    setup: &Setup,
-    pieces: &[&[u8]],
-    bytes: &[u8],
-) -> (Vec<Action>, Vec<Event>, [Vec<u8>; 2]) {
-    let mut d = Driver::new(setup);
-    for piece in pieces {
-        if d.is_closed() {
-            break;
-        }
-        d.client(piece);
-    }
+fn transcript(setup: &Setup, pieces: &[&[u8]], bytes: &[u8]) -> drive::Outcome {
+    let mut d = Driver::fed(setup, pieces);
     let reading = reference(bytes, setup.limits.max_header_bytes);
     match (d.actions.as_slice(), d.events.as_slice()) {
         ([], []) => {

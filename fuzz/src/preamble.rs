@@ -94,13 +94,7 @@ struct Transcript {
 
 /// Feeds `pieces`, checks the outcome against `bytes` (all of them), then plays it out.
 fn transcript(setup: &Setup, pieces: &[&[u8]], bytes: &[u8]) -> Transcript {
-    let mut d = Driver::new(setup);
-    for piece in pieces {
-        if d.is_closed() {
-            break;
-        }
-        d.client(piece);
-    }
+    let mut d = Driver::fed(setup, pieces);
     match outcome(&d, bytes) {
         Outcome::Waiting => {
             d.eof(Peer::Client);

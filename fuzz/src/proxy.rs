@@ -35,20 +35,7 @@ pub fn run(data: &[u8]) {
     let [options, split, ref bytes @ ..] = *data else {
         return;
     };
-    let setup = setup(options);
-    let whole = transcript(&setup, &[bytes], bytes);
-    let pieces = super::chunks(bytes, split);
-    if pieces.len() == 1 {
-        return;
-    }
-    let split = transcript(&setup, &pieces, bytes);
-    assert_eq!(whole.0, split.0, "actions differ when split");
-    assert_eq!(whole.2, split.2, "bytes written differ when split");
-    assert_eq!(
-        drive::zero_client_counts(&whole.1, |_| true),
-        drive::zero_client_counts(&split.1, |_| true),
-        "events differ when split"
-    );
+    drive::same_however_split(&setup(options), bytes, split, transcript);
 }
 
 /// Returns the setup `options` picks.
@@ -94,18 +81,8 @@ pub enum Expect {
 
 /// Feeds `pieces` and checks the outcome against the reference reading; returns actions,
 /// events and the bytes written to each peer.
-fn transcript(
-    setup: &Setup,
-    pieces: &[&[u8]],
-    bytes: &[u8],
-) -> (Vec<Action>, Vec<Event>, [Vec<u8>; 2]) {
-    let mut d = Driver::new(setup);
-    for piece in pieces {
-        if d.is_closed() {
-            break;
-        }
-        d.client(piece);
-    }
+fn transcript(setup: &Setup, pieces: &[&[u8]], bytes: &[u8]) -> drive::Outcome {
+    let mut d = Driver::fed(setup, pieces);
     let expect = reference(bytes, setup.limits.max_header_bytes);
     let required = setup.proxy_protocol == ProxyProtocol::Required;
     match expect {
