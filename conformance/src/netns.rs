@@ -44,7 +44,8 @@ use std::time::{Duration, Instant};
 pub use probe::{DnsReply, ProbeEnd, ProbeResult, client_hello, dns_query, probe_tcp, reframe};
 pub use servers::{OriginStats, dns_answer};
 
-use gateway::{GatewayProcess, gateway_config};
+pub use gateway::GatewayProcess;
+use gateway::gateway_config;
 use namespaces::{Names, Namespaces, reap_stale_namespaces};
 use servers::{Origins, TlsMaterial};
 

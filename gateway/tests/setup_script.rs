@@ -24,24 +24,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use egret_conformance::netns::{in_namespace, require_programs};
+use egret_conformance::netns::{GatewayProcess, in_namespace, require_programs};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 2);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 1);
 const GATEWAY_EGRESS: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const ORIGIN: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
-/// How long egret may take to report its listeners.
-const START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Namespace sets made by this process, for unique names.
 static NETS: AtomicU32 = AtomicU32::new(0);
@@ -152,7 +150,7 @@ fn setup_script_prepares_a_gateway_namespace() {
     assert!(loaded.status.success(), "{command:?}: {loaded:?}");
     expect_rules(gw, &egress_if);
 
-    let gateway = Gateway::start(gw, &root.join("etc/egret/egret.toml"));
+    let gateway = start_gateway(gw, &root.join("etc/egret/egret.toml"));
     let curl = |args: &[&str]| {
         let mut all = vec!["-sS", "--max-time", "10"];
         all.extend_from_slice(args);
@@ -1016,81 +1014,26 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
-/// `egret run` in a namespace, killed on drop.
-#[derive(Debug)]
-struct Gateway {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Gateway {
-    /// Starts egret in `ns` and waits until it reports its three proxy listeners.
-    fn start(ns: &str, config: &Path) -> Gateway {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                env!("CARGO_BIN_EXE_egret"),
-                "run",
-                "--config",
-            ])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let pipe = child.stderr.take().unwrap();
-        let lines = stderr.clone();
-        thread::spawn(move || {
-            let mut waiting = vec![
-                "listening explicit 0.0.0.0:3128",
-                "listening transparent_http 0.0.0.0:3129",
-                "listening transparent_tls 0.0.0.0:3130",
-                "listening admin 0.0.0.0:9090",
-            ];
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                waiting.retain(|want| !line.contains(want));
-                if let Ok(mut lines) = lines.lock() {
-                    lines.push(line);
-                }
-                if waiting.is_empty() {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let mut gateway = Gateway { child, stderr };
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                return gateway;
-            }
-            let exited = gateway.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "egret with the packaged config did not report its listeners ({exited:?}):\n{}",
-                    gateway.stderr()
-                );
-            }
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .map(|lines| lines.join("\n"))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        // `ip netns exec` execs egret in place: the child is egret itself.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts egret in `ns` with `config` and waits until it reports every listener of the
+/// packaged configuration; killed on drop.
+fn start_gateway(ns: &str, config: &Path) -> GatewayProcess {
+    let mut command = Command::new("ip");
+    command
+        .args([
+            "netns",
+            "exec",
+            ns,
+            env!("CARGO_BIN_EXE_egret"),
+            "run",
+            "--config",
+        ])
+        .arg(config);
+    let wanted = [
+        "listening explicit 0.0.0.0:3128",
+        "listening transparent_http 0.0.0.0:3129",
+        "listening transparent_tls 0.0.0.0:3130",
+        "listening admin 0.0.0.0:9090",
+    ];
+    GatewayProcess::spawn(command, &wanted)
+        .unwrap_or_else(|e| panic!("egret with the packaged config did not start: {e}"))
 }

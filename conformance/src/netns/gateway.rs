@@ -15,9 +15,9 @@ use super::{
 /// How long the gateway may take to report its listeners.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
-/// `egret run` in the gateway namespace.
+/// An `egret run` process (in a namespace, through `ip netns exec`) with its stderr kept.
 #[derive(Debug)]
-pub(super) struct GatewayProcess {
+pub struct GatewayProcess {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -28,30 +28,41 @@ impl GatewayProcess {
         gw: &str,
         config: &Path,
     ) -> Result<GatewayProcess, SetupError> {
-        let mut child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", gw])
             .arg(&options.bin)
             .arg("run")
             .arg("--config")
             .arg(config)
-            .args(["--runtime", &options.runtime, "--threads", "2"])
+            .args(["--runtime", &options.runtime, "--threads", "2"]);
+        GatewayProcess::spawn(
+            command,
+            &[
+                "listening explicit",
+                "listening transparent_http",
+                "listening transparent_tls",
+            ],
+        )
+    }
+
+    /// Spawns `command` (an `egret run`) and waits until its stderr has shown a line containing
+    /// each of `wanted`; fails with its stderr if it exits or stays silent for 20 s.
+    pub fn spawn(mut command: Command, wanted: &[&str]) -> Result<GatewayProcess, SetupError> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| SetupError(format!("cannot start egret in {gw}: {e}")))?;
+            .map_err(|e| SetupError(format!("cannot start egret: {e}")))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         if let Some(pipe) = child.stderr.take() {
             let lines = stderr.clone();
+            let mut waiting: Vec<String> = wanted.iter().map(|w| (*w).to_owned()).collect();
             thread::spawn(move || {
-                let mut waiting = vec![
-                    "listening explicit",
-                    "listening transparent_http",
-                    "listening transparent_tls",
-                ];
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    waiting.retain(|want| !line.contains(want));
+                    waiting.retain(|want| !line.contains(want.as_str()));
                     if let Ok(mut lines) = lines.lock() {
                         lines.push(line);
                     }
@@ -72,7 +83,7 @@ impl GatewayProcess {
                 // Let the reader take the last lines.
                 thread::sleep(Duration::from_millis(100));
                 return Err(SetupError(format!(
-                    "egret did not report its three listeners ({}); its stderr:\n{}",
+                    "egret did not report {wanted:?} ({}); its stderr:\n{}",
                     match exited {
                         Some(status) => format!("it exited with {status}"),
                         None => format!("still silent after {START_DEADLINE:?}"),
@@ -83,7 +94,9 @@ impl GatewayProcess {
         }
     }
 
-    pub(super) fn stderr(&self) -> String {
+    /// Returns what the process wrote to stderr so far.
+    #[must_use]
+    pub fn stderr(&self) -> String {
         self.stderr
             .lock()
             .map(|lines| lines.join("\n"))
