@@ -30,7 +30,8 @@ install -m 755 "$target/release/egret" "$stage/$name/bin/egret"
 strip --strip-debug "$stage/$name/bin/egret"
 install -m 644 deploy/egret.toml deploy/nftables.conf "$stage/$name/etc/"
 install -m 755 deploy/egret-setup "$stage/$name/sbin/egret-setup"
-install -m 644 deploy/egret.service deploy/egret-nftables.service "$stage/$name/systemd/"
+install -m 644 deploy/egret.service deploy/egret-nftables.service deploy/egret-eni.service \
+    "$stage/$name/systemd/"
 install -m 644 README.md deploy/PACKAGING.md "$stage/$name/doc/"
 install -m 644 deploy/README.md "$stage/$name/doc/transparent-mode.md"
 
@@ -52,7 +53,8 @@ for file in egret.toml nftables.conf; do
         echo "install.sh: kept your /etc/egret/$file; the shipped one is $file.new"
     fi
 done
-install -m 644 systemd/egret.service systemd/egret-nftables.service "$dest/etc/systemd/system/"
+install -m 644 systemd/egret.service systemd/egret-nftables.service systemd/egret-eni.service \
+    "$dest/etc/systemd/system/"
 if [ -n "$dest" ]; then
     exit 0
 fi

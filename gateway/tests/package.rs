@@ -98,7 +98,7 @@ fn the_units_and_maintainer_scripts_exist() {
         );
         found.push(name.to_owned());
     }
-    assert_eq!(found, ["egret", "egret-nftables"]);
+    assert_eq!(found, ["egret", "egret-nftables", "egret-eni"]);
 }
 
 #[test]
@@ -108,7 +108,11 @@ fn the_units_name_shipped_paths() {
         .values()
         .map(|(dest, _)| format!("/{dest}"))
         .collect();
-    for unit in ["egret.service", "egret-nftables.service"] {
+    for unit in [
+        "egret.service",
+        "egret-nftables.service",
+        "egret-eni.service",
+    ] {
         let text = std::fs::read_to_string(deploy().join(unit)).unwrap();
         for word in exec_words(&text) {
             // setup.env is egret-setup's; the rest of /etc/egret and the egret binaries are

@@ -41,6 +41,19 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 200, 1, 1);
 const GATEWAY_EGRESS: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const ORIGIN: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 
+/// The MAC address of the zone's interface in the ENI tests.
+const ENI_MAC: &str = "02:00:00:00:00:0b";
+
+/// The systemd units the package ships.
+const UNITS: [&str; 3] = [
+    "egret.service",
+    "egret-nftables.service",
+    "egret-eni.service",
+];
+
+/// The zone's transparent-mode interface in the ENI tests.
+const ENI: &str = "eni-0123456789abcdef0";
+
 /// Namespace sets made by this process, for unique names.
 static NETS: AtomicU32 = AtomicU32::new(0);
 
@@ -77,7 +90,7 @@ fn setup_script_prepares_a_gateway_namespace() {
         let args: Vec<&str> = line.split_whitespace().collect();
         ip(&args).unwrap_or_else(|e| panic!("cannot build the namespaces: {e}"));
     }
-    let _origin = Origin::start(origin).unwrap();
+    let _origin = Origin::start(origin, SocketAddr::from((ORIGIN, 80))).unwrap();
 
     let args = [
         "--mode",
@@ -224,8 +237,29 @@ fn setup_script_attaches_the_eni_through_imdsv2() {
     let net = Namespaces::create(&["eni"]).unwrap_or_else(|e| panic!("{e}"));
     let ns = net.name("eni");
     ip(&["-n", ns, "link", "set", "lo", "up"]).unwrap();
-    let imds = Imds::start(ns).unwrap();
-    let eni = "eni-0123456789abcdef0";
+    // The attached interface as the kernel shows it: down, no address, found by its MAC.
+    let eni_if = net.interface("z");
+    let peer = net.interface("p");
+    for line in [
+        format!("-n {ns} link add {eni_if} address 02:00:00:00:00:0b type veth peer name {peer}"),
+        format!("-n {ns} link set {peer} up"),
+    ] {
+        ip(&line.split_whitespace().collect::<Vec<_>>()).unwrap();
+    }
+    let imds = Imds::start(
+        ns,
+        &[
+            (
+                "02:00:00:00:00:0a",
+                "eni-0primary",
+                "10.0.0.10",
+                "10.0.0.0/24",
+            ),
+            ("02:00:00:00:00:0b", ENI, "10.0.3.10", "10.0.3.0/24"),
+        ],
+    )
+    .unwrap();
+    let eni = ENI;
     let args = [
         "--mode",
         "transparent",
@@ -263,6 +297,7 @@ fn setup_script_attaches_the_eni_through_imdsv2() {
             &attach,
             &describe,
             &attach,
+            "systemctl enable egret-eni.service",
         ],
         "the first attach fails (the interface is still held), the second succeeds:\n{stderr}"
     );
@@ -270,15 +305,28 @@ fn setup_script_attaches_the_eni_through_imdsv2() {
         stderr.contains("held by: i-0previous"),
         "a failed try names the holder:\n{stderr}"
     );
+    let requests = imds.requests();
     assert_eq!(
-        imds.requests(),
+        requests[..4],
         [
             "PUT /latest/api/token ttl=300",
             "GET /latest/meta-data/instance-id token=ok",
             "PUT /latest/api/token ttl=300",
             "GET /latest/meta-data/placement/region token=ok",
-        ]
+        ],
+        "{requests:#?}"
     );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/egret/eni.env")).unwrap(),
+        format!(
+            "# Written by egret-setup --eni-id: the zone's transparent-mode interface, routed again\n\
+             # at every boot by egret-eni.service (egret-setup --restore-eni).\n\
+             EGRET_ENI_ID={ENI}\nEGRET_ENI_MAC=02:00:00:00:00:0b\n\
+             EGRET_ENI_ADDRESS=10.0.3.10\nEGRET_ENI_SUBNET=10.0.3.0/24\n"
+        ),
+        "the interface is found by its MAC address:\n{stderr}"
+    );
+    expect_eni_routing(ns, &eni_if, "10.0.3.10", "10.0.3.1");
     let env_file = fs::read_to_string(root.join("etc/egret/setup.env")).unwrap();
     assert!(
         env_file.contains("EGRET_PRIVATE_CIDRS={10.0.1.0/24,10.0.2.0/24}\n")
@@ -301,6 +349,254 @@ fn setup_script_attaches_the_eni_through_imdsv2() {
             "error: could not attach {eni} to i-0fake after 2 tries (held by: i-0previous)"
         )),
         "{stderr}"
+    );
+}
+
+/// Transparent mode on AWS with the zone's routed interface, emulated: a VPC router namespace
+/// sends the private subnet's default route to the interface's MAC address and, like EC2,
+/// drops what the gateway's primary interface sends from or receives for any address but its
+/// own (source/destination check on), while the routed interface's check is off.
+///
+/// ```text
+///  client 10.210.128.10 ── router ──(primary: 10.210.0.10, check on)── gateway ── egret
+///                            │    └──(routed: 10.210.1.10, check off)──┘
+///                            └── origin 10.211.0.2 (":80" HTTP, ":8080" an extra TCP port)
+/// ```
+///
+/// Egret's replies to the clients and the replies to forwarded connections must leave through
+/// the routed interface: with egret-setup's rule removed they leave by the primary one and
+/// are dropped (the emulation is faithful), and `--restore-eni` (egret-eni.service at boot)
+/// puts it back.
+#[test]
+fn setup_script_routes_the_clients_replies_through_the_zone_interface() {
+    preflight(&[("curl", "curl")]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = packaged_config(&log)
+        .replace(
+            "private_exceptions = [\"10.201.0.0/24\"]",
+            "private_exceptions = [\"10.211.0.0/24\"]",
+        )
+        .replace(&format!("[\"{ORIGIN}\"]"), "[\"10.211.0.2\"]");
+    let root = install_root(dir.path(), &config);
+    let recorder = Recorder::new(dir.path());
+    recorder.held_by("i-0fake");
+    let net =
+        Namespaces::create(&["client", "router", "gw", "origin"]).unwrap_or_else(|e| panic!("{e}"));
+    let (client, router, gw, origin) = (
+        net.name("client"),
+        net.name("router"),
+        net.name("gw"),
+        net.name("origin"),
+    );
+    let (client_if, router_client_if) = (net.interface("c"), net.interface("rc"));
+    let (primary_if, router_primary_if) = (net.interface("g0"), net.interface("r0"));
+    let (eni_if, router_eni_if) = (net.interface("g1"), net.interface("r1"));
+    let (origin_if, router_origin_if) = (net.interface("o"), net.interface("ro"));
+    for line in [
+        format!(
+            "link add {client_if} netns {client} type veth peer name {router_client_if} netns {router}"
+        ),
+        format!(
+            "link add {primary_if} netns {gw} type veth peer name {router_primary_if} netns {router}"
+        ),
+        format!(
+            "link add {eni_if} netns {gw} address {ENI_MAC} type veth peer name {router_eni_if} netns {router}"
+        ),
+        format!(
+            "link add {origin_if} netns {origin} type veth peer name {router_origin_if} netns {router}"
+        ),
+        format!("-n {client} link set lo up"),
+        format!("-n {client} addr add 10.210.128.10/24 dev {client_if}"),
+        format!("-n {client} link set {client_if} up"),
+        format!("-n {client} route add default via 10.210.128.1"),
+        format!("-n {router} link set lo up"),
+        format!("-n {router} addr add 10.210.128.1/24 dev {router_client_if}"),
+        format!("-n {router} addr add 10.210.0.1/24 dev {router_primary_if}"),
+        format!("-n {router} addr add 10.210.1.1/24 dev {router_eni_if}"),
+        format!("-n {router} addr add 10.211.0.1/24 dev {router_origin_if}"),
+        format!("-n {router} link set {router_client_if} up"),
+        format!("-n {router} link set {router_primary_if} up"),
+        format!("-n {router} link set {router_eni_if} up"),
+        format!("-n {router} link set {router_origin_if} up"),
+        // The private subnet's route table: 0.0.0.0/0 to the routed interface, by its MAC.
+        format!("-n {router} rule add iif {router_client_if} lookup 100 priority 100"),
+        format!(
+            "-n {router} neigh add 10.210.1.10 lladdr {ENI_MAC} dev {router_eni_if} nud permanent"
+        ),
+        format!(
+            "-n {router} route add default via 10.210.1.10 dev {router_eni_if} onlink table 100"
+        ),
+        // The gateway as it boots: the primary interface configured, the routed one attached
+        // but down and without an address.
+        format!("-n {gw} link set lo up"),
+        format!("-n {gw} addr add 10.210.0.10/24 dev {primary_if}"),
+        format!("-n {gw} link set {primary_if} up"),
+        format!("-n {gw} route add default via 10.210.0.1"),
+        format!("-n {origin} link set lo up"),
+        format!("-n {origin} addr add 10.211.0.2/24 dev {origin_if}"),
+        format!("-n {origin} link set {origin_if} up"),
+        format!("-n {origin} route add default via 10.211.0.1"),
+    ] {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        ip(&args).unwrap_or_else(|e| panic!("cannot build the namespaces: {e}"));
+    }
+    let forwarding = in_ns(router, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+    assert!(forwarding.status.success(), "{forwarding:?}");
+    // EC2's source/destination check on the primary interface.
+    let check = format!(
+        "table ip ec2 {{\n\
+         counter checked {{ }}\n\
+         chain forward {{\n\
+         type filter hook forward priority 0; policy accept;\n\
+         iifname \"{router_primary_if}\" ip saddr != 10.210.0.10 counter name checked drop\n\
+         oifname \"{router_primary_if}\" ip daddr != 10.210.0.10 counter name checked drop\n\
+         }}\n\
+         }}\n"
+    );
+    let rules = dir.path().join("ec2.nft");
+    fs::write(&rules, check).unwrap();
+    let loaded = in_ns(router, "nft", &[Path::new("-f"), &rules]);
+    assert!(loaded.status.success(), "{loaded:?}");
+    let _origin = Origin::start(origin, SocketAddr::from(([10, 211, 0, 2], 80))).unwrap();
+    let _extra = Origin::start(origin, SocketAddr::from(([10, 211, 0, 2], 8080))).unwrap();
+    let imds = Imds::start(
+        gw,
+        &[
+            (
+                "02:00:00:00:00:0a",
+                "eni-0primary",
+                "10.210.0.10",
+                "10.210.0.0/24",
+            ),
+            (ENI_MAC, ENI, "10.210.1.10", "10.210.1.0/24"),
+        ],
+    )
+    .unwrap();
+
+    let args = [
+        "--mode",
+        "transparent",
+        "--vpc-cidr",
+        "10.210.0.0/16",
+        "--private-cidrs",
+        "10.210.128.0/24",
+        "--eni-id",
+        ENI,
+        "--egress-if",
+        &primary_if,
+        "--no-start",
+    ];
+    let env = [("EGRET_SETUP_IMDS", imds.url.as_str())];
+    let out = setup(Some(gw), &root, &recorder, &env, &args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{ENI} is already attached to this instance (i-0fake)"
+        )),
+        "{stderr}"
+    );
+    expect_eni_routing(gw, &eni_if, "10.210.1.10", "10.210.1.1");
+    // The extra port is forwarded (masqueraded), not intercepted.
+    let opened = in_ns(
+        gw,
+        "nft",
+        &[
+            "add",
+            "element",
+            "inet",
+            "egret",
+            "extra_tcp_ports",
+            "{ 8080 }",
+        ],
+    );
+    assert!(opened.status.success(), "{opened:?}");
+    let gateway = start_gateway(gw, &root.join("etc/egret/egret.toml"));
+
+    let curl = |url: &str| {
+        let (origin, denied) = ("origin.test:80:10.211.0.2", "denied.test:80:10.211.0.2");
+        let args = [
+            "-sS",
+            "--max-time",
+            "3",
+            "--resolve",
+            origin,
+            "--resolve",
+            denied,
+        ];
+        let out = in_ns(client, "curl", &[&args[..], &[url]].concat());
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let dropped = || {
+        let out = in_ns(router, "nft", &["list", "counter", "ip", "ec2", "checked"]);
+        let listing = text(&out.stdout);
+        listing
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no packet count in {listing}"))
+    };
+    let through = |when: &str| {
+        let checks = [
+            (
+                "intercepted HTTP",
+                curl("http://origin.test/eni"),
+                "origin GET /eni host=origin.test\n",
+            ),
+            (
+                "intercepted HTTP, denied",
+                curl("http://denied.test/"),
+                "ERR_ACCESS_DENIED\n",
+            ),
+            (
+                "forwarded extra port",
+                curl("http://10.211.0.2:8080/extra"),
+                "origin GET /extra host=10.211.0.2:8080\n",
+            ),
+        ];
+        let failures: Vec<String> = checks
+            .iter()
+            .filter(|(_, (code, body, _), want)| *code != Some(0) || body != want)
+            .map(|(name, got, want)| format!("{name}: expected {want:?}, got {got:?}"))
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{when}:\n{}\n--- egret stderr:\n{}",
+            failures.join("\n"),
+            gateway.stderr()
+        );
+    };
+    through("with egret-setup's routing");
+    assert_eq!(dropped(), 0, "nothing left by the primary interface");
+
+    // Without the rule the replies leave by the primary interface, and EC2 drops them.
+    let removed = in_ns(
+        gw,
+        "ip",
+        &["-4", "rule", "del", "fwmark", "0x3128", "lookup", "3128"],
+    );
+    assert!(removed.status.success(), "{removed:?}");
+    let (code, body, _) = curl("http://origin.test/lost");
+    assert!(code != Some(0) && body.is_empty(), "{code:?} {body:?}");
+    assert!(dropped() > 0, "the check dropped the replies");
+
+    // What egret-eni.service does at boot.
+    let restored = setup(Some(gw), &root, &recorder, &[], &["--restore-eni"]);
+    assert_eq!(
+        restored.status.code(),
+        Some(0),
+        "{}",
+        text(&restored.stderr)
+    );
+    expect_eni_routing(gw, &eni_if, "10.210.1.10", "10.210.1.1");
+    let before = dropped();
+    through("after --restore-eni");
+    assert_eq!(
+        dropped(),
+        before,
+        "nothing more left by the primary interface"
     );
 }
 
@@ -500,10 +796,15 @@ fn units_pass_systemd_analyze_verify() {
             fs::copy(entry.path(), units.join(&name)).unwrap();
         }
     }
-    for unit in ["egret.service", "egret-nftables.service"] {
+    for unit in UNITS {
         fs::copy(deploy().join(unit), units.join(unit)).unwrap();
     }
-    for program in ["usr/bin/egret", "usr/sbin/nft", "bin/kill"] {
+    for program in [
+        "usr/bin/egret",
+        "usr/sbin/nft",
+        "usr/sbin/egret-setup",
+        "bin/kill",
+    ] {
         let path = dir.path().join(program);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, "#!/bin/sh\n").unwrap();
@@ -512,7 +813,7 @@ fn units_pass_systemd_analyze_verify() {
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", dir.path().display()))
-        .args(["egret.service", "egret-nftables.service"])
+        .args(UNITS)
         .output()
         .unwrap();
     // Unknown keys and bad values are warnings with exit 0: any output is a failure.
@@ -728,6 +1029,40 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Checks that `ns` routes the clients' replies (fwmark 0x3128) out of `ifname`, which has
+/// `address` without a route in the main table, through `router`.
+fn expect_eni_routing(ns: &str, ifname: &str, address: &str, router: &str) {
+    let rules = text(&in_ns(ns, "ip", &["-4", "rule", "show"]).stdout);
+    assert_eq!(
+        rules.matches("fwmark 0x3128 lookup 3128").count(),
+        1,
+        "one rule for the mark:\n{rules}"
+    );
+    let table = text(&in_ns(ns, "ip", &["-4", "route", "show", "table", "3128"]).stdout);
+    assert!(
+        table.contains(&format!("default via {router} dev {ifname} onlink"))
+            && table.contains(&format!("dev {ifname} scope link src {address}")),
+        "table 3128:\n{table}"
+    );
+    let main = text(&in_ns(ns, "ip", &["-4", "route", "show"]).stdout);
+    assert!(
+        !main.contains(ifname),
+        "the main table keeps away from {ifname}:\n{main}"
+    );
+    let addr = text(&in_ns(ns, "ip", &["-4", "addr", "show", "dev", ifname]).stdout);
+    assert!(
+        addr.contains(&format!("inet {address}/")) && addr.contains("UP"),
+        "{addr}"
+    );
+    let rp_filter = format!("net.ipv4.conf.{ifname}.rp_filter");
+    let loose = text(&in_ns(ns, "sysctl", &["-n", &rp_filter]).stdout);
+    assert_eq!(
+        loose.trim(),
+        "2",
+        "loose reverse-path filtering on {ifname}"
+    );
+}
+
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
@@ -808,11 +1143,12 @@ impl Recorder {
         script("systemctl", "exit 0\n");
         let tries = dir.join("attach-tries");
         let always = dir.join("attach-always-fails");
+        let holder = dir.join("holder");
         script(
             "aws",
             &format!(
                 "case \"$*\" in\n\
-                 *describe-network-interfaces*) echo i-0previous ;;\n\
+                 *describe-network-interfaces*) cat '{holder}' 2>/dev/null || echo i-0previous ;;\n\
                  *attach-network-interface*)\n\
                  \techo x >> '{tries}'\n\
                  \tif [ -e '{always}' ] || [ \"$(wc -l < '{tries}')\" -lt 2 ]; then\n\
@@ -823,7 +1159,8 @@ impl Recorder {
                  *) exit 2 ;;\n\
                  esac\n",
                 tries = tries.display(),
-                always = always.display()
+                always = always.display(),
+                holder = holder.display()
             ),
         );
         Recorder { dir }
@@ -835,6 +1172,11 @@ impl Recorder {
 
     fn aws_path(&self) -> String {
         self.dir.join("aws").display().to_string()
+    }
+
+    /// Makes the fake `aws` say that the interface is attached to `instance`.
+    fn held_by(&self, instance: &str) {
+        fs::write(self.dir.join("holder"), format!("{instance}\n")).unwrap();
     }
 
     /// Makes every later attach fail, and forgets the calls so far.
@@ -911,8 +1253,8 @@ struct Origin {
 }
 
 impl Origin {
-    fn start(ns: &str) -> std::io::Result<Origin> {
-        let (server, _) = Server::start(ns, SocketAddr::from((ORIGIN, 80)), |head, stream| {
+    fn start(ns: &str, addr: SocketAddr) -> std::io::Result<Origin> {
+        let (server, _) = Server::start(ns, addr, |head, stream| {
             let mut words = head.split_whitespace();
             let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
             let host = header(head, "host").unwrap_or_default();
@@ -928,8 +1270,11 @@ impl Origin {
     }
 }
 
-/// A fake instance metadata service (IMDSv2): a token for a PUT, then the instance id and
-/// region for GETs carrying it. Records each request.
+/// An interface the fake metadata service lists: MAC address, ENI id, address, subnet.
+type ImdsInterface = (&'static str, &'static str, &'static str, &'static str);
+
+/// A fake instance metadata service (IMDSv2): a token for a PUT, then the instance id, region
+/// and the given interfaces for GETs carrying it. Records each request.
 #[derive(Debug)]
 struct Imds {
     _server: Server,
@@ -938,7 +1283,7 @@ struct Imds {
 }
 
 impl Imds {
-    fn start(ns: &str) -> std::io::Result<Imds> {
+    fn start(ns: &str, interfaces: &'static [ImdsInterface]) -> std::io::Result<Imds> {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
         let (server, addr) = Server::start(
@@ -952,15 +1297,19 @@ impl Imds {
                     (
                         format!("PUT {path} ttl={}", ttl.unwrap_or_default()),
                         "200 OK",
-                        "ok",
+                        "ok".to_owned(),
                     )
                 } else {
                     let token = header(head, "x-aws-ec2-metadata-token").unwrap_or_default();
                     let body = match path {
-                        _ if token != "ok" => "",
-                        "/latest/meta-data/instance-id" => "i-0fake",
-                        "/latest/meta-data/placement/region" => "eu-west-1",
-                        _ => "",
+                        _ if token != "ok" => String::new(),
+                        "/latest/meta-data/instance-id" => "i-0fake".to_owned(),
+                        "/latest/meta-data/placement/region" => "eu-west-1".to_owned(),
+                        "/latest/meta-data/network/interfaces/macs/" => interfaces
+                            .iter()
+                            .map(|(mac, ..)| format!("{mac}/\n"))
+                            .collect(),
+                        _ => imds_interface_item(interfaces, path).unwrap_or_default(),
                     };
                     let status = if body.is_empty() {
                         "401 Unauthorized"
@@ -988,6 +1337,19 @@ impl Imds {
 
     fn requests(&self) -> Vec<String> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// Answers `/latest/meta-data/network/interfaces/macs/<mac>/<item>` for the fake IMDS.
+fn imds_interface_item(interfaces: &[ImdsInterface], path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/latest/meta-data/network/interfaces/macs/")?;
+    let (mac, item) = rest.split_once('/')?;
+    let (_, eni, address, subnet) = interfaces.iter().find(|i| i.0 == mac)?;
+    match item {
+        "interface-id" => Some((*eni).to_owned()),
+        "local-ipv4s" => Some(format!("{address}\n")),
+        "subnet-ipv4-cidr-block" => Some((*subnet).to_owned()),
+        _ => None,
     }
 }
 
