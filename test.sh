@@ -67,3 +67,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# Fuzzing (fuzz/): `cargo test` above replays the committed corpora; here each cargo-fuzz
+# target also runs for a short, bounded time from its corpus (cargo-fuzz is installed from
+# crates.io at the pinned version when missing). No sanitizer: the core has no unsafe code,
+# and the build takes about 2 minutes here instead of about 10. Longer runs: FUZZ_SECONDS=300 fuzz/run.sh (see the script).
+FUZZ_SECONDS="${EGRET_FUZZ_SECONDS:-20}" FUZZ_SANITIZER=none fuzz/run.sh
