@@ -10,6 +10,16 @@ use std::time::Duration;
 use egret_core::ResolveError;
 use socket2::{SockRef, TcpKeepalive};
 
+/// Hands an owned descriptor to a type that takes raw ones (glommio's listener has no safe
+/// constructor from a socket): ownership moves with it, so the descriptor is open and nobody
+/// else closes it.
+pub fn from_owned_fd<T: std::os::fd::FromRawFd>(fd: std::os::fd::OwnedFd) -> T {
+    use std::os::fd::IntoRawFd as _;
+    // SAFETY: `into_raw_fd` gives up the `OwnedFd`'s ownership of an open descriptor, which
+    // `from_raw_fd` takes over: it is valid and has exactly one owner.
+    unsafe { T::from_raw_fd(fd.into_raw_fd()) }
+}
+
 /// Makes closing `socket` send a TCP reset instead of a FIN (`SO_LINGER` with a zero timeout).
 pub fn set_reset_on_close<S: std::os::fd::AsFd>(socket: &S) -> io::Result<()> {
     SockRef::from(socket).set_linger(Some(Duration::ZERO))

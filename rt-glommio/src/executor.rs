@@ -182,9 +182,15 @@ async fn serve(launch: Launch, ready: Ready) {
     worker.last_session_ended().await;
 }
 
-/// Binds one `SO_REUSEPORT` listener (glommio's `bind` sets the option).
+/// Binds one `SO_REUSEPORT` listener. Not with glommio's `bind`, which leaves out
+/// `SO_REUSEADDR`: a restart then failed with "address in use" for as long as the killed
+/// process's connections stayed in TIME_WAIT (a minute), and IPv6 listeners took IPv4 too.
 fn bind(spec: ListenerSpec) -> io::Result<(TcpListener, ListenerSpec)> {
-    let listener = TcpListener::bind(spec.addr)?;
+    let socket = egret_rt_common::net::listener(spec.addr, true)?;
+    // glommio's reactor drives the socket with io_uring: it must block (as glommio's own do).
+    socket.set_nonblocking(false)?;
+    let listener: TcpListener =
+        egret_rt_common::sys::from_owned_fd(std::os::fd::OwnedFd::from(socket));
     let addr = listener.local_addr()?;
     Ok((
         listener,
