@@ -203,6 +203,11 @@ fn parse(handshake: &[u8]) -> Result<(Result<Host, &'static str>, bool), &'stati
             else {
                 return Err("malformed_extensions");
             };
+            // RFC 6066 §3: `server_name_list<1..2^16-1>`. An empty list is malformed, not
+            // an absent SNI.
+            if list.is_empty() {
+                return Err("empty_sni_list");
+            }
             names.extend(
                 list.iter()
                     .filter(|(kind, _)| kind.0 == HOST_NAME)

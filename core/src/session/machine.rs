@@ -954,18 +954,21 @@ impl Session {
         txn.sni = hello.sni.as_ref().ok().cloned();
         txn.ech = hello.ech;
         let audit = policy.settings().mode == Mode::Audit;
+        let ech_denied = hello.ech && policy.settings().ech == EchPolicy::Deny;
         let host = match (&hello.sni, in_tunnel) {
-            (Ok(host), _) => host,
-            // Without SNI a TLS server cannot be steered away from the CONNECT target.
+            (Ok(host), _) => Some(host),
+            // Without SNI a TLS server cannot be steered away from the CONNECT target, unless
+            // an encrypted inner hello names another host: that is judged as ECH.
+            (Err("no_sni"), true) if ech_denied => None,
             (Err("no_sni"), true) => return Ok(()),
             (Err("no_sni"), false) => return Err((DenyReason::NoSni, None)),
             (Err(detail), _) => return Err((DenyReason::InvalidHello, Some(*detail))),
         };
         let mut verdict = Verdict::Allow;
         let mut rule = None;
-        if hello.ech && policy.settings().ech == EchPolicy::Deny {
+        if ech_denied {
             verdict = Verdict::Deny(DenyReason::EncryptedClientHello);
-        } else {
+        } else if let Some(host) = host {
             let decision = policy.decide(host, txn.port);
             rule = decision.rule;
             if let Verdict::Deny(reason) = decision.verdict {
@@ -1241,6 +1244,10 @@ impl Session {
             State::AwaitProxy => self.refuse_proxy(now, "incomplete_proxy_header"),
             State::AwaitHello => {
                 self.open_hello_txn(now, None);
+                self.deny_tls(now, DenyReason::InvalidHello, Some("incomplete_hello"));
+            }
+            // A hello cut short by the client's close was never judged: none of it goes on.
+            State::Inspecting if !self.inbox.is_empty() => {
                 self.deny_tls(now, DenyReason::InvalidHello, Some("incomplete_hello"));
             }
             // A client that half-closes an open tunnel: the runtime carries the close on.
