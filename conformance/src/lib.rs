@@ -9,6 +9,7 @@
 pub mod case;
 pub mod cases;
 pub mod client;
+pub mod hostile;
 pub mod live;
 pub mod netns;
 pub mod origin;

@@ -340,8 +340,13 @@ fn config(world: World, ports: &Ports, log_path: &Path) -> String {
             format!("{} = [{}]", quote(name), addrs.join(", "))
         })
         .collect();
+    // Only the standard world listens on the known ports; the others take any free port.
+    let (proxy, admin) = match world {
+        World::Standard => (ports.proxy, ports.admin),
+        World::Audit | World::IpLiterals => (0, 0),
+    };
     format!(
-        "[listen]\nexplicit = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
+        "[listen]\nexplicit = [\"127.0.0.1:{proxy}\"]\nadmin = \"127.0.0.1:{admin}\"\n\n\
          [allowlist]\ndomains = [{domains}]\n\n\
          [policy]\nmode = {mode}\nports = [{ports}]\nallow_ip_literals = {literals}\n\
          private_exceptions = [\"127.0.0.0/8\"]\n\n\
@@ -543,11 +548,16 @@ impl Origins {
         // A port that was free a moment ago: connections to it are refused.
         let refused = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let blackhole = blackhole()?;
+        // The standard world's gateway listens here, so that cases can name its own ports.
+        let proxy = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let admin = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let ports = Ports {
             http,
             echo,
             refused,
             blackhole: blackhole.1,
+            proxy,
+            admin,
         };
         Ok(Origins {
             ports,
