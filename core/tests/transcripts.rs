@@ -1428,6 +1428,46 @@ fn ambiguous_framing_is_a_bad_request() {
 }
 
 #[test]
+fn framing_fields_cannot_be_stripped_or_misspelt() {
+    // Either would let the origin frame the body differently from the gateway, and read a
+    // request in it that was never decided or logged.
+    let cases = [
+        (
+            "Connection: Content-Length\r\nContent-Length: 5",
+            "connection_names_framing_header",
+        ),
+        (
+            "Connection: close, transfer-encoding\r\nTransfer-Encoding: chunked",
+            "connection_names_framing_header",
+        ),
+        ("Content_Length: 5", "framing_header_with_underscore"),
+        (
+            "transfer_encoding: chunked",
+            "framing_header_with_underscore",
+        ),
+    ];
+    for (fields, detail) in cases {
+        let request = format!("POST http://a.example/ HTTP/1.1\r\n{fields}\r\n\r\nhello");
+        assert_bad_request(request.as_bytes(), detail);
+    }
+}
+
+#[test]
+fn a_response_whose_connection_names_its_framing_is_a_502() {
+    let mut h = Harness::new(&["a.example"]);
+    h.client(b"GET http://a.example/ HTTP/1.1\r\n\r\n");
+    h.open(IP);
+    h.written_to_upstream();
+    h.upstream(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok");
+    let reply = text(&h.written_to_client());
+    assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
+    assert!(
+        reply.contains("X-Egret-Reason: connection_names_framing_header\r\n"),
+        "{reply}"
+    );
+}
+
+#[test]
 fn malformed_lines_are_a_bad_request() {
     let cases: [(&[u8], &str); 7] = [
         (
