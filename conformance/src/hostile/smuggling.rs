@@ -99,6 +99,22 @@ fn ambiguous_heads() -> Vec<Case> {
         ("empty_header_name", ": b\r\n"),
         ("header_without_colon", "X-A\r\n"),
         ("at_sign_in_a_header_name", "X@A: b\r\n"),
+        // Connection may not strip the framing the gateway judged the body by: the body would
+        // reach the origin as requests the gateway never saw.
+        (
+            "connection_naming_content_length",
+            "Connection: Content-Length\r\nContent-Length: 5\r\n",
+        ),
+        (
+            "connection_naming_transfer_encoding",
+            "Connection: close, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n",
+        ),
+        // Some back ends read `_` as `-` (CGI turns both into HTTP_CONTENT_LENGTH).
+        ("underscore_content_length", "Content_Length: 5\r\n"),
+        (
+            "underscore_transfer_encoding",
+            "Transfer_Encoding: chunked\r\n",
+        ),
     ];
     let mut cases: Vec<Case> = HEADERS
         .iter()
@@ -274,6 +290,28 @@ fn other_protocols() -> Vec<Case> {
         invalid(
             "smuggle_http2_pseudo_header",
             "GET http://allowed.test:{http}/ HTTP/1.1\r\n:authority: denied.test\r\n\r\n",
+        ),
+        invalid(
+            "smuggle_connect_with_an_absolute_uri",
+            "CONNECT http://allowed.test:{echo}/ HTTP/1.1\r\n\r\n",
+        ),
+        case(
+            "smuggle_lowercase_connect_is_decided_as_connect",
+            vec![
+                send("connect denied.test:{echo} HTTP/1.1\r\n\r\n"),
+                reply(403, "ERR_ACCESS_DENIED"),
+                Step::Closed,
+            ],
+            vec![log("TCP_DENIED/403", "CONNECT", "denied.test:{echo}")],
+        ),
+        case(
+            "smuggle_connect_host_header_is_not_the_target",
+            vec![
+                send("CONNECT denied.test:{echo} HTTP/1.1\r\nHost: allowed.test:{echo}\r\n\r\n"),
+                reply(403, "ERR_ACCESS_DENIED"),
+                Step::Closed,
+            ],
+            vec![log("TCP_DENIED/403", "CONNECT", "denied.test:{echo}")],
         ),
         invalid(
             "smuggle_tab_in_the_request_line",
