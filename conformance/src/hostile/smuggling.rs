@@ -292,6 +292,26 @@ fn other_protocols() -> Vec<Case> {
             "GET http://allowed.test:{http}/ HTTP/1.1\r\n:authority: denied.test\r\n\r\n",
         ),
         invalid(
+            "smuggle_connect_with_a_chunked_body",
+            "CONNECT allowed.test:{echo} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        invalid(
+            "smuggle_whitespace_before_the_request_line",
+            " GET http://denied.test:{http}/ HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "smuggle_nul_in_the_target",
+            "GET http://allowed.test:{http}/\0 HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "smuggle_delete_byte_in_the_target",
+            "GET http://allowed.test:{http}/\x7f HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "smuggle_two_spaces_in_the_request_line",
+            "GET  http://denied.test:{http}/ HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
             "smuggle_connect_with_an_absolute_uri",
             "CONNECT http://allowed.test:{echo}/ HTTP/1.1\r\n\r\n",
         ),

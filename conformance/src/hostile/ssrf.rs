@@ -3,7 +3,7 @@
 //! listeners. The world exempts 127.0.0.0/8, which stands in for the public Internet; the
 //! simulated world also fails any case in which core connects to a forbidden address.
 
-use crate::case::{Case, ResponseExpect, Step};
+use crate::case::{Case, ResponseExpect, Step, World};
 use crate::cases::{case, echo, log, ok, send};
 
 use super::{connect_denied, get_denied, name};
@@ -14,7 +14,33 @@ pub(super) fn cases() -> Vec<Case> {
     cases.extend(private_answers());
     cases.extend(mixed_answers());
     cases.extend(own_listeners());
+    cases.extend(audit_keeps_the_address_rules());
     cases
+}
+
+/// Audit mode trials an allowlist, not SSRF: address classes stay enforced.
+fn audit_keeps_the_address_rules() -> Vec<Case> {
+    [
+        "metadata-v6",
+        "cgnat",
+        "6to4-metadata",
+        "loopback-v6",
+        "rfc1918-192",
+    ]
+    .iter()
+    .map(|class| {
+        let target = format!("{class}.ssrf.test:{{echo}}");
+        let mut case = connect_denied(
+            name(format!(
+                "ssrf_audit_still_denies_{}",
+                class.replace('-', "_")
+            )),
+            &target,
+        );
+        case.world = World::Audit;
+        case
+    })
+    .collect()
 }
 
 /// Names (under the `.ssrf.test` entry) whose only answers are non-public: 403 for CONNECT and
