@@ -1428,6 +1428,19 @@ fn ambiguous_framing_is_a_bad_request() {
 }
 
 #[test]
+fn a_request_that_cannot_start_with_a_method_is_refused_at_once() {
+    // No line ending, no head end: without this check it waited for the header timeout.
+    for start in [
+        &[0x16, 0x03, 0x01, 0x00, 0x40, 0x01][..],
+        b"\0GET",
+        b" GET",
+        b"\x80",
+    ] {
+        assert_bad_request(start, "invalid_request_line");
+    }
+}
+
+#[test]
 fn framing_fields_cannot_be_stripped_or_misspelt() {
     // Either would let the origin frame the body differently from the gateway, and read a
     // request in it that was never decided or logged.

@@ -54,7 +54,7 @@ use crate::host::Host;
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::request::{self, Form, Framing, Kind, Rejection, Request};
 use crate::http::response::{self, Body};
-use crate::http::{find_head_end, has_bare_line_ending, push_header};
+use crate::http::{find_head_end, has_bare_line_ending, is_token_byte, push_header};
 use crate::policy::{DenyReason, EchPolicy, Mode, Policy, TlsDeny, Verdict};
 use crate::proxy::{self, ProxyProtocol, ProxyStatus};
 use crate::reply::{CONNECT_ESTABLISHED, Reply};
@@ -600,8 +600,14 @@ impl Session {
         if blank > 0 {
             self.inbox.drain(..blank);
         }
-        if self.inbox.is_empty() {
+        let Some(&first) = self.inbox.first() else {
             return;
+        };
+        // RFC 9112 §3: a request line starts with a method token. Anything else (a TLS
+        // ClientHello sent to the proxy port, binary junk) is refused at once rather than
+        // held until the header timeout; CR and LF are judged as line endings below.
+        if !is_token_byte(first) && first != b'\r' && first != b'\n' {
+            return self.reject_head(now, Rejection::Invalid("invalid_request_line"));
         }
         if self.request_started.is_none() {
             self.request_started = Some(now);
