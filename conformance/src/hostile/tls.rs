@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::case::{Case, LogExpect, Step};
-use crate::cases::{case, log, send};
+use crate::cases::{case, log, reply, send};
 
 use super::hello::{ECH, PADDING, SNI, client_hello, hello_for, records, sni, sni_typed};
 use super::{ALERT, name};
@@ -316,6 +316,24 @@ fn malformed() -> Vec<Case> {
         passes(
             "tls_application_data_first_is_not_a_hello",
             vec![vec![0x17, 0x03, 0x03, 0x00, 0x03, 1, 2, 3]],
+        ),
+        case(
+            "tls_hello_sent_to_the_proxy_port_is_a_bad_request",
+            vec![
+                Step::SendBytes(CURL_DENIED.to_vec()),
+                reply(400, "ERR_INVALID_REQ"),
+                Step::Closed,
+            ],
+            vec![log("NONE_NONE/400", "NONE", "error:invalid-request")],
+        ),
+        case(
+            "tls_hello_without_line_feeds_sent_to_the_proxy_port_is_a_bad_request",
+            vec![
+                Step::SendBytes(hello_for(&["allowed.test"])),
+                reply(400, "ERR_INVALID_REQ"),
+                Step::Closed,
+            ],
+            vec![log("NONE_NONE/400", "NONE", "error:invalid-request")],
         ),
         case(
             "tls_partial_hello_then_half_close_is_denied",
