@@ -114,7 +114,27 @@ fn segment_splits() -> Vec<Case> {
         let at = hello.len() - 5;
         vec![hello[..at].to_vec(), hello[at..].to_vec()]
     };
+    // The hello right behind the CONNECT head: it may arrive while the name is still being
+    // resolved or connected, and is judged all the same.
+    let behind_connect = |hello: Vec<u8>, last: Vec<Step>| {
+        let mut steps = vec![connect(), Step::SendBytes(hello), Step::Tunnel];
+        steps.extend(last);
+        steps
+    };
     vec![
+        case(
+            "tls_hello_right_behind_the_connect_allowed",
+            behind_connect(allowed.clone(), vec![Step::ReceiveBytes(allowed.clone())]),
+            vec![log("TCP_TUNNEL/200", "CONNECT", "allowed.test:{echo}")],
+        ),
+        case(
+            "tls_hello_right_behind_the_connect_denied",
+            behind_connect(
+                denied_hello.clone(),
+                vec![Step::ReceiveBytes(ALERT.to_vec()), Step::Closed],
+            ),
+            denied_log(),
+        ),
         passes("tls_hello_one_byte_per_segment_allowed", bytes(&allowed)),
         denied(
             "tls_hello_one_byte_per_segment_denied",
