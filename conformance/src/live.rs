@@ -301,7 +301,11 @@ impl LiveGateway {
             return Vec::new();
         };
         let suffix = format!(":{port}");
+        // Cheap text filter first: the log holds every case's records, and parsing all of
+        // them on every poll makes the run quadratic in the number of cases.
+        let quoted = format!(":{port}\"");
         text.lines()
+            .filter(|line| line.contains(&quoted))
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|v| v["client"].as_str().is_some_and(|c| c.ends_with(&suffix)))
             .map(|v| LogRecord {
@@ -383,7 +387,7 @@ fn wait_for_log(
         match check_log(expected, ports, &records) {
             Ok(()) => return Ok(()),
             Err(message) if Instant::now() >= deadline => return Err(message),
-            Err(_) => thread::sleep(Duration::from_millis(50)),
+            Err(_) => thread::sleep(Duration::from_millis(10)),
         }
     }
 }
