@@ -528,6 +528,30 @@ fn a_tunnel_that_does_not_start_with_tls_is_spliced_untouched() {
 }
 
 #[test]
+fn a_tunnel_starting_with_another_tls_record_is_closed_with_the_alert() {
+    // A lenient server may drop a change_cipher_spec record and take the hello behind it.
+    for first in [
+        &[0x14, 0x03, 0x03, 0x00, 0x01, 0x01][..],
+        &[0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00],
+        &[0x17, 0x03, 0x03, 0x00, 0x01, 0xaa],
+    ] {
+        let mut h = inspecting(&["allowed.test"], inspect());
+        h.client(&first[..1]);
+        assert!(h.take_actions().is_empty(), "one byte cannot tell");
+        let rest = [&first[1..], hello::hello_for(&["denied.test"]).as_slice()].concat();
+        h.client(&rest);
+        assert_eq!(h.written_to_client(), ALERT, "{first:?}");
+        assert!(h.pending(Peer::Upstream).is_empty(), "{first:?}");
+        let closed = h.only_closed();
+        assert_eq!(closed.detail, Some("unexpected_record"));
+        assert_eq!(
+            closed.access,
+            Some(Access::Denied(DenyReason::InvalidHello))
+        );
+    }
+}
+
+#[test]
 fn a_tunnel_whose_server_speaks_first_is_spliced() {
     let mut h = inspecting(&["allowed.test"], inspect());
     h.upstream(b"220 smtp ready\r\n");

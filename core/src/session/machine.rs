@@ -850,7 +850,18 @@ impl Session {
             return;
         };
         if !tls::starts_handshake(first) {
-            return self.end_inspection(now);
+            return match tls::other_start(&self.inbox) {
+                tls::OtherStart::Partial => {
+                    if !self.timers.is_set(Timer::Header) {
+                        self.timers
+                            .set(Timer::Header, now + self.config.limits.header_timeout);
+                    }
+                }
+                tls::OtherStart::TlsRecord => {
+                    self.deny_tls(now, DenyReason::InvalidHello, Some("unexpected_record"));
+                }
+                tls::OtherStart::NotTls => self.end_inspection(now),
+            };
         }
         if !self.timers.is_set(Timer::Header) {
             self.timers
