@@ -333,9 +333,34 @@ fn malformed() -> Vec<Case> {
         // An SSLv2-compatible hello cannot carry SNI: like any non-TLS stream it follows the
         // CONNECT target (and no current server accepts it).
         passes("tls_sslv2_hello_follows_the_connect_target", vec![sslv2]),
-        passes(
-            "tls_application_data_first_is_not_a_hello",
+        denied(
+            "tls_application_data_before_the_hello",
             vec![vec![0x17, 0x03, 0x03, 0x00, 0x03, 1, 2, 3]],
+        ),
+        // A lenient server may drop the change_cipher_spec and take the hello behind it.
+        denied(
+            "tls_change_cipher_spec_before_a_denied_hello",
+            vec![
+                [
+                    &[0x14, 0x03, 0x03, 0x00, 0x01, 0x01][..],
+                    &hello_for(&["denied.test"]),
+                ]
+                .concat(),
+            ],
+        ),
+        denied(
+            "tls_alert_record_before_a_denied_hello",
+            vec![
+                [
+                    &[0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00][..],
+                    &hello_for(&["denied.test"]),
+                ]
+                .concat(),
+            ],
+        ),
+        passes(
+            "tls_ssh_banner_is_not_tls",
+            vec![b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()],
         ),
         case(
             "tls_hello_sent_to_the_proxy_port_is_a_bad_request",
