@@ -1224,6 +1224,21 @@ fn a_malformed_chunk_is_a_bad_request_before_any_response() {
 }
 
 #[test]
+fn a_request_trailer_that_frames_or_routes_is_a_bad_request() {
+    // RFC 9110 §6.5.1: an origin that merged it into the head would frame or route by it.
+    let mut h = Harness::new(&["a.example"]);
+    h.client(b"POST http://a.example/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    h.open(IP);
+    h.written_to_upstream();
+    h.client(b"5\r\nhello\r\n0\r\nHost: denied.example\r\n\r\n");
+    assert_eq!(
+        h.written_to_client(),
+        bad_request("routing_field_in_trailer")
+    );
+    assert_eq!(h.only_closed().reason, Reason::InvalidRequest);
+}
+
+#[test]
 fn chunked_responses_with_trailers_are_forwarded_chunk_by_chunk() {
     let mut h = Harness::new(&["a.example"]);
     h.client(b"GET http://a.example/ HTTP/1.1\r\nTE: trailers\r\n\r\n");

@@ -1063,7 +1063,7 @@ impl Session {
         txn.request_body = match txn.framing {
             Framing::None => BodyReader::Done,
             Framing::Length(n) => BodyReader::Length(n),
-            Framing::Chunked => BodyReader::chunked(max_trailer),
+            Framing::Chunked => BodyReader::chunked_request(max_trailer),
         };
         txn.response = ResponsePhase::AwaitHead;
         self.upstream_inbox.clear();
