@@ -186,6 +186,18 @@ fn chunk_tricks() -> Vec<Case> {
             "5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n",
         ),
         ("underscore_in_size", "5_0\r\nhello\r\n0\r\n\r\n"),
+        (
+            "host_trailer",
+            "5\r\nhello\r\n0\r\nHost: denied.test\r\n\r\n",
+        ),
+        (
+            "content_length_trailer",
+            "5\r\nhello\r\n0\r\nContent-Length: 0\r\n\r\n",
+        ),
+        (
+            "transfer_encoding_trailer",
+            "5\r\nhello\r\n0\r\ntransfer-encoding: chunked\r\n\r\n",
+        ),
     ];
     bodies
         .iter()
