@@ -553,8 +553,8 @@ impl Origins {
         let refused = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let blackhole = blackhole()?;
         // The standard world's gateway listens here, so that cases can name its own ports.
-        let proxy = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let admin = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let proxy = unclaimed_port()?;
+        let admin = unclaimed_port()?;
         let ports = Ports {
             http,
             echo,
@@ -567,6 +567,21 @@ impl Origins {
             ports,
             _blackhole: (blackhole.0, blackhole.2),
         })
+    }
+}
+
+/// Returns a loopback port that is free now and was not handed out before in this process:
+/// the runtimes' live runs start side by side, and two gateways given one port would fail
+/// to start (or, with `SO_REUSEPORT`, share it).
+fn unclaimed_port() -> io::Result<u16> {
+    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !claimed.contains(&port) {
+            claimed.push(port);
+            return Ok(port);
+        }
     }
 }
 
