@@ -388,6 +388,30 @@ fn host_header_and_scheme() -> Vec<Case> {
             "GET http://allowed.test:{http}#@denied.test/ HTTP/1.1\r\n\r\n",
         ),
         invalid(
+            "host_two_ports_in_the_target",
+            "GET http://allowed.test:{http}:{http}/ HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "host_empty_port_in_the_target",
+            "GET http://allowed.test:/ HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "host_port_with_a_leading_zero_in_the_target",
+            "GET http://allowed.test:0{http}/ HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "host_port_with_a_plus_sign_in_the_target",
+            "GET http://allowed.test:+{http}/ HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "host_two_ports_in_a_connect",
+            "CONNECT allowed.test:{echo}:{echo} HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
+            "host_port_over_65535_in_a_connect",
+            "CONNECT allowed.test:99999 HTTP/1.1\r\n\r\n",
+        ),
+        invalid(
             "host_port_then_userinfo",
             "GET http://allowed.test:{http}@denied.test/ HTTP/1.1\r\n\r\n",
         ),
