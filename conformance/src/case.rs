@@ -24,6 +24,10 @@ pub struct Ports {
     pub refused: u16,
     /// A port whose SYNs are never answered.
     pub blackhole: u16,
+    /// The explicit proxy listener of the standard world (the gateway's own port).
+    pub proxy: u16,
+    /// The admin listener of the standard world (the gateway's own port).
+    pub admin: u16,
 }
 
 /// The timeouts every world runs with, short enough for live tests.
@@ -53,6 +57,10 @@ impl World {
             "blackhole.test",
             "porty.test:{echo}",
             "127.0.0.1",
+            "10.0.0.1",
+            "169.254.169.254",
+            "xn--bcher-kva.test",
+            ".ssrf.test",
         ]
     }
 
@@ -76,6 +84,61 @@ impl World {
             ("nat64.test", &["64:ff9b::a9fe:a9fe"]),
             ("twoaddr.test", &["127.0.0.2", "127.0.0.1"]),
             ("blackhole.test", &["127.0.0.1"]),
+            ("xn--bcher-kva.test", &["127.0.0.1"]),
+            // One allowlisted name per non-public address class (see `egret_core::policy::addr`).
+            ("rfc1918-10.ssrf.test", &["10.0.0.1"]),
+            ("rfc1918-172.ssrf.test", &["172.16.0.1"]),
+            ("rfc1918-172-top.ssrf.test", &["172.31.255.254"]),
+            ("rfc1918-192.ssrf.test", &["192.168.1.1"]),
+            ("loopback-v6.ssrf.test", &["::1"]),
+            ("link-local.ssrf.test", &["169.254.1.1"]),
+            ("link-local-v6.ssrf.test", &["fe80::1"]),
+            ("metadata.ssrf.test", &["169.254.169.254"]),
+            ("metadata-v6.ssrf.test", &["fd00:ec2::254"]),
+            ("metadata-alibaba.ssrf.test", &["100.100.100.200"]),
+            ("cgnat.ssrf.test", &["100.64.0.1"]),
+            ("unspecified.ssrf.test", &["0.0.0.0"]),
+            ("this-network.ssrf.test", &["0.1.2.3"]),
+            ("unspecified-v6.ssrf.test", &["::"]),
+            ("broadcast.ssrf.test", &["255.255.255.255"]),
+            ("multicast.ssrf.test", &["224.0.0.1"]),
+            ("multicast-v6.ssrf.test", &["ff02::1"]),
+            ("reserved-240.ssrf.test", &["240.0.0.1"]),
+            ("ietf-protocol.ssrf.test", &["192.0.0.8"]),
+            ("benchmarking.ssrf.test", &["198.18.0.1"]),
+            ("documentation-1.ssrf.test", &["192.0.2.1"]),
+            ("documentation-2.ssrf.test", &["198.51.100.1"]),
+            ("documentation-3.ssrf.test", &["203.0.113.1"]),
+            ("documentation-v6.ssrf.test", &["2001:db8::1"]),
+            ("teredo.ssrf.test", &["2001::1"]),
+            ("discard-v6.ssrf.test", &["100::1"]),
+            ("nat64-local.ssrf.test", &["64:ff9b:1::1"]),
+            ("unique-local.ssrf.test", &["fd12:3456::1"]),
+            ("unique-local-fc.ssrf.test", &["fc00::1"]),
+            ("site-local.ssrf.test", &["fec0::1"]),
+            ("mapped-private.ssrf.test", &["::ffff:192.168.0.1"]),
+            ("mapped-metadata.ssrf.test", &["::ffff:169.254.169.254"]),
+            ("compatible-private.ssrf.test", &["::10.0.0.1"]),
+            ("nat64-private.ssrf.test", &["64:ff9b::10.0.0.1"]),
+            ("6to4-private.ssrf.test", &["2002:a00:1::1"]),
+            ("6to4-metadata.ssrf.test", &["2002:a9fe:a9fe::1"]),
+            (
+                "all-private.ssrf.test",
+                &["10.0.0.1", "fe80::1", "169.254.169.254", "::1"],
+            ),
+            // Mixed answers: only the public stand-in (127.0.0.1, exempt in every world) may be used.
+            (
+                "mixed-metadata-first.ssrf.test",
+                &["169.254.169.254", "127.0.0.1"],
+            ),
+            (
+                "mixed-public-first.ssrf.test",
+                &["127.0.0.1", "192.168.0.1"],
+            ),
+            (
+                "mixed-v6-private.ssrf.test",
+                &["fd00:ec2::254", "::1", "127.0.0.1"],
+            ),
         ]
     }
 
@@ -96,7 +159,7 @@ impl World {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// The client sends these bytes (placeholders `{http}`, `{echo}`, `{refused}`,
-    /// `{blackhole}` are replaced by the world's ports).
+    /// `{blackhole}`, `{proxy}`, `{admin}` are replaced by the world's ports).
     Send(String),
     /// Time passes.
     Wait(Duration),
@@ -111,9 +174,9 @@ pub enum Step {
     /// The client reads exactly these bytes (inside a tunnel).
     Receive(String),
     /// The client sends these bytes as they are (a ClientHello, say).
-    SendBytes(&'static [u8]),
+    SendBytes(Vec<u8>),
     /// The client reads exactly these bytes.
-    ReceiveBytes(&'static [u8]),
+    ReceiveBytes(Vec<u8>),
     /// The client sees the connection end (FIN or reset) with no further bytes.
     Closed,
     /// The client reads the start of a response, then the connection ends before it is
@@ -190,11 +253,22 @@ impl Ports {
             .replace("{echo}", &self.echo.to_string())
             .replace("{refused}", &self.refused.to_string())
             .replace("{blackhole}", &self.blackhole.to_string())
+            .replace("{proxy}", &self.proxy.to_string())
+            .replace("{admin}", &self.admin.to_string())
     }
 
     /// Returns the ports the world's policy admits.
     #[must_use]
     pub fn allowed(&self) -> Vec<u16> {
-        vec![self.http, self.echo, self.refused, self.blackhole, 80, 443]
+        vec![
+            self.http,
+            self.echo,
+            self.refused,
+            self.blackhole,
+            self.proxy,
+            self.admin,
+            80,
+            443,
+        ]
     }
 }

@@ -1,32 +1,20 @@
 //! The case table. Every deny and every 400 path of explicit mode is here, with the access
-//! record it must leave.
+//! record it must leave; the hostile inputs, grouped by theme, are in [`crate::hostile`].
 
 use std::time::Duration;
 
 use crate::case::{Case, LogExpect, ResponseExpect, Step, World};
-
-/// A ClientHello from curl naming `allowed.test`.
-const HELLO_ALLOWED: &[u8] =
-    include_bytes!("../../core/tests/fixtures/hello/curl-7.88-openssl-3.0.bin");
-/// A ClientHello from curl naming `denied.test`.
-const HELLO_DENIED: &[u8] =
-    include_bytes!("../../core/tests/fixtures/hello/curl-7.88-openssl-3.0-denied.bin");
-/// A ClientHello without SNI.
-const HELLO_NO_SNI: &[u8] =
-    include_bytes!("../../core/tests/fixtures/hello/openssl-3.0-noservername.bin");
-/// A fatal `access_denied` alert record.
-const ALERT: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x31];
 
 /// Returns every case.
 #[must_use]
 pub fn all() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(connect_cases());
-    cases.extend(inspection_cases());
     cases.extend(forward_cases());
     cases.extend(invalid_cases());
     cases.extend(limit_cases());
     cases.extend(audit_and_literal_cases());
+    cases.extend(crate::hostile::all());
     cases
 }
 
@@ -169,69 +157,6 @@ fn connect_cases() -> Vec<Case> {
         invalid(
             "connect_origin_form",
             "CONNECT / HTTP/1.1\r\nHost: allowed.test\r\n\r\n",
-        ),
-    ]
-}
-
-/// ClientHellos at the start of CONNECT tunnels: the SNI must be allowed too.
-fn inspection_cases() -> Vec<Case> {
-    let connect = || send("CONNECT allowed.test:{echo} HTTP/1.1\r\n\r\n");
-    let tunnel_log = || vec![log("TCP_TUNNEL/200", "CONNECT", "allowed.test:{echo}")];
-    vec![
-        case(
-            "connect_hello_naming_an_allowed_host",
-            vec![
-                connect(),
-                Step::Tunnel,
-                Step::SendBytes(HELLO_ALLOWED),
-                Step::ReceiveBytes(HELLO_ALLOWED),
-            ],
-            tunnel_log(),
-        ),
-        case(
-            "connect_hello_split_across_segments",
-            vec![
-                connect(),
-                Step::Tunnel,
-                Step::SendBytes(&HELLO_ALLOWED[..3]),
-                Step::SendBytes(&HELLO_ALLOWED[3..300]),
-                Step::SendBytes(&HELLO_ALLOWED[300..]),
-                Step::ReceiveBytes(HELLO_ALLOWED),
-            ],
-            tunnel_log(),
-        ),
-        case(
-            "connect_hello_naming_a_denied_host_is_domain_fronting",
-            vec![
-                connect(),
-                Step::Tunnel,
-                Step::SendBytes(HELLO_DENIED),
-                Step::ReceiveBytes(ALERT),
-                Step::Closed,
-            ],
-            vec![log("TCP_DENIED/403", "CONNECT", "allowed.test:{echo}")],
-        ),
-        case(
-            "connect_hello_without_sni_follows_the_connect_target",
-            vec![
-                connect(),
-                Step::Tunnel,
-                Step::SendBytes(HELLO_NO_SNI),
-                Step::ReceiveBytes(HELLO_NO_SNI),
-            ],
-            tunnel_log(),
-        ),
-        case(
-            "connect_stalled_hello_is_closed",
-            vec![
-                connect(),
-                Step::Tunnel,
-                Step::SendBytes(&HELLO_ALLOWED[..50]),
-                Step::Wait(Duration::from_millis(1500)),
-                Step::ReceiveBytes(ALERT),
-                Step::Closed,
-            ],
-            vec![log("TCP_DENIED/403", "CONNECT", "allowed.test:{echo}")],
         ),
     ]
 }
@@ -631,92 +556,7 @@ fn forward_cases() -> Vec<Case> {
 }
 
 fn invalid_cases() -> Vec<Case> {
-    let head = |extra: &str| {
-        format!(
-            "POST http://allowed.test:{{http}}/ HTTP/1.1\r\nHost: allowed.test:{{http}}\r\n{extra}\r\n"
-        )
-    };
-    let long_label = "a".repeat(64);
-    let long_name = format!("{}.test", vec!["b".repeat(60); 5].join("."));
     vec![
-        invalid(
-            "content_length_and_transfer_encoding",
-            &head("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
-        ),
-        invalid(
-            "duplicate_content_length",
-            &head("Content-Length: 5\r\nContent-Length: 5\r\n"),
-        ),
-        invalid("signed_content_length", &head("Content-Length: +5\r\n")),
-        invalid("content_length_list", &head("Content-Length: 5, 5\r\n")),
-        invalid(
-            "unknown_transfer_coding",
-            &head("Transfer-Encoding: foo\r\n"),
-        ),
-        invalid(
-            "chunked_not_last",
-            &head("Transfer-Encoding: chunked, gzip\r\n"),
-        ),
-        invalid(
-            "chunked_twice",
-            &head("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
-        ),
-        invalid(
-            "transfer_encoding_in_http10",
-            "POST http://allowed.test:{http}/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ),
-        invalid("obs_fold", &head("X-Long: a\r\n  folded\r\n")),
-        invalid("bare_cr", &head("X-A: b\rc\r\n")),
-        invalid(
-            "bare_lf",
-            "GET http://allowed.test:{http}/ HTTP/1.1\nHost: allowed.test\r\n\r\n",
-        ),
-        invalid("two_host_headers", &head("Host: allowed.test\r\n")),
-        invalid("invalid_host_header", &head("Host: allowed.test@evil\r\n")),
-        invalid(
-            "userinfo_in_authority",
-            "GET http://user@allowed.test:{http}/ HTTP/1.1\r\n\r\n",
-        ),
-        invalid(
-            "percent_in_host",
-            "GET http://allowed%2etest:{http}/ HTTP/1.1\r\n\r\n",
-        ),
-        invalid(
-            "backslash_in_host",
-            "GET http://allowed.test\\@evil.test/ HTTP/1.1\r\n\r\n",
-        ),
-        invalid(
-            "space_in_host",
-            "CONNECT allowed .test:443 HTTP/1.1\r\n\r\n",
-        ),
-        invalid(
-            "control_byte_in_host",
-            "CONNECT allowed\x01.test:443 HTTP/1.1\r\n\r\n",
-        ),
-        invalid(
-            "non_ascii_host",
-            "CONNECT b\u{fc}cher.test:443 HTTP/1.1\r\n\r\n",
-        ),
-        invalid(
-            "empty_label",
-            "CONNECT allowed..test:{echo} HTTP/1.1\r\n\r\n",
-        ),
-        invalid(
-            "label_over_63",
-            &format!("CONNECT {long_label}.test:443 HTTP/1.1\r\n\r\n"),
-        ),
-        invalid(
-            "name_over_253",
-            &format!("CONNECT {long_name}:443 HTTP/1.1\r\n\r\n"),
-        ),
-        invalid("ipv4_hex", "CONNECT 0x7f.1:{echo} HTTP/1.1\r\n\r\n"),
-        invalid("ipv4_integer", "CONNECT 2130706433:{echo} HTTP/1.1\r\n\r\n"),
-        invalid("ipv4_octal", "CONNECT 017.0.0.1:{echo} HTTP/1.1\r\n\r\n"),
-        invalid("ipv4_short", "GET http://127.1:{http}/ HTTP/1.1\r\n\r\n"),
-        invalid(
-            "ipv6_zone_id",
-            "CONNECT [fe80::1%25eth0]:443 HTTP/1.1\r\n\r\n",
-        ),
         invalid(
             "port_with_leading_zero",
             "CONNECT allowed.test:0443 HTTP/1.1\r\n\r\n",
@@ -733,21 +573,9 @@ fn invalid_cases() -> Vec<Case> {
             "https_absolute_form",
             "GET https://allowed.test/ HTTP/1.1\r\n\r\n",
         ),
-        invalid("http2_preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
         invalid(
             "unsupported_version",
             "GET http://allowed.test:{http}/ HTTP/1.2\r\n\r\n",
-        ),
-        case(
-            "bad_chunk_size",
-            vec![
-                send(
-                    "POST http://allowed.test:{http}/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n",
-                ),
-                reply(400, "ERR_INVALID_REQ"),
-                Step::Closed,
-            ],
-            vec![log("TCP_MISS/400", "POST", "http://allowed.test:{http}/")],
         ),
         case(
             "incomplete_head_then_half_close",
@@ -894,7 +722,7 @@ fn audit_and_literal_cases() -> Vec<Case> {
     ]
 }
 
-fn case(name: &'static str, steps: Vec<Step>, log: Vec<LogExpect>) -> Case {
+pub(crate) fn case(name: &'static str, steps: Vec<Step>, log: Vec<LogExpect>) -> Case {
     Case {
         name,
         world: World::Standard,
@@ -903,7 +731,7 @@ fn case(name: &'static str, steps: Vec<Step>, log: Vec<LogExpect>) -> Case {
     }
 }
 
-fn invalid(name: &'static str, request: &str) -> Case {
+pub(crate) fn invalid(name: &'static str, request: &str) -> Case {
     case(
         name,
         vec![send(request), reply(400, "ERR_INVALID_REQ"), Step::Closed],
@@ -911,15 +739,15 @@ fn invalid(name: &'static str, request: &str) -> Case {
     )
 }
 
-fn send(text: &str) -> Step {
+pub(crate) fn send(text: &str) -> Step {
     Step::Send(text.to_owned())
 }
 
-fn echo(text: &str) -> Step {
+pub(crate) fn echo(text: &str) -> Step {
     Step::Echo(text.to_owned())
 }
 
-fn reply(status: u16, error: &'static str) -> Step {
+pub(crate) fn reply(status: u16, error: &'static str) -> Step {
     Step::Response(ResponseExpect {
         status,
         squid_error: Some(error),
@@ -927,7 +755,7 @@ fn reply(status: u16, error: &'static str) -> Step {
     })
 }
 
-fn ok(body_has: &[&str]) -> Step {
+pub(crate) fn ok(body_has: &[&str]) -> Step {
     Step::Response(ResponseExpect {
         status: 200,
         body_has: body_has.iter().map(|s| (*s).to_owned()).collect(),
@@ -935,7 +763,7 @@ fn ok(body_has: &[&str]) -> Step {
     })
 }
 
-fn log(code: &str, method: &'static str, url: &str) -> LogExpect {
+pub(crate) fn log(code: &str, method: &'static str, url: &str) -> LogExpect {
     LogExpect {
         code: code.to_owned(),
         method,

@@ -4,11 +4,13 @@
 //! runtime.
 //!
 //! A case passes only if both the client's view (status, `X-Squid-Error`, bodies, tunnels,
-//! closes) and the access log match.
+//! closes) and the access log match. The hostile inputs (host tricks, smuggling, TLS tricks,
+//! PROXY spoofing, SSRF) are grouped by theme in [`hostile`].
 
 pub mod case;
 pub mod cases;
 pub mod client;
+pub mod hostile;
 pub mod live;
 pub mod netns;
 pub mod origin;

@@ -301,7 +301,11 @@ impl LiveGateway {
             return Vec::new();
         };
         let suffix = format!(":{port}");
+        // Cheap text filter first: the log holds every case's records, and parsing all of
+        // them on every poll makes the run quadratic in the number of cases.
+        let quoted = format!(":{port}\"");
         text.lines()
+            .filter(|line| line.contains(&quoted))
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|v| v["client"].as_str().is_some_and(|c| c.ends_with(&suffix)))
             .map(|v| LogRecord {
@@ -340,8 +344,13 @@ fn config(world: World, ports: &Ports, log_path: &Path) -> String {
             format!("{} = [{}]", quote(name), addrs.join(", "))
         })
         .collect();
+    // Only the standard world listens on the known ports; the others take any free port.
+    let (proxy, admin) = match world {
+        World::Standard => (ports.proxy, ports.admin),
+        World::Audit | World::IpLiterals => (0, 0),
+    };
     format!(
-        "[listen]\nexplicit = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
+        "[listen]\nexplicit = [\"127.0.0.1:{proxy}\"]\nadmin = \"127.0.0.1:{admin}\"\n\n\
          [allowlist]\ndomains = [{domains}]\n\n\
          [policy]\nmode = {mode}\nports = [{ports}]\nallow_ip_literals = {literals}\n\
          private_exceptions = [\"127.0.0.0/8\"]\n\n\
@@ -378,7 +387,7 @@ fn wait_for_log(
         match check_log(expected, ports, &records) {
             Ok(()) => return Ok(()),
             Err(message) if Instant::now() >= deadline => return Err(message),
-            Err(_) => thread::sleep(Duration::from_millis(50)),
+            Err(_) => thread::sleep(Duration::from_millis(10)),
         }
     }
 }
@@ -543,16 +552,36 @@ impl Origins {
         // A port that was free a moment ago: connections to it are refused.
         let refused = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let blackhole = blackhole()?;
+        // The standard world's gateway listens here, so that cases can name its own ports.
+        let proxy = unclaimed_port()?;
+        let admin = unclaimed_port()?;
         let ports = Ports {
             http,
             echo,
             refused,
             blackhole: blackhole.1,
+            proxy,
+            admin,
         };
         Ok(Origins {
             ports,
             _blackhole: (blackhole.0, blackhole.2),
         })
+    }
+}
+
+/// Returns a loopback port that is free now and was not handed out before in this process:
+/// the runtimes' live runs start side by side, and two gateways given one port would fail
+/// to start (or, with `SO_REUSEPORT`, share it).
+fn unclaimed_port() -> io::Result<u16> {
+    static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !claimed.contains(&port) {
+            claimed.push(port);
+            return Ok(port);
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub const PORTS: Ports = Ports {
     echo: 7007,
     refused: 6006,
     blackhole: 5005,
+    proxy: 3128,
+    admin: 9090,
 };
 
 /// Runs one case against core; returns what went wrong, if anything.
@@ -64,6 +66,7 @@ pub fn policy(world: World, ports: &Ports) -> Policy {
         ports: ports.allowed(),
         allow_ip_literals: world.allow_ip_literals(),
         private_exceptions: vec!["127.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())],
+        own_ports: vec![ports.proxy, ports.admin],
         ..PolicySettings::default()
     };
     Policy::new(list, settings)
@@ -91,6 +94,8 @@ struct Sim {
     actions_after_close: usize,
     records: Vec<Closed>,
     decided: usize,
+    /// Connects to addresses the world's policy forbids: always a bug in core.
+    forbidden_connects: Vec<SocketAddr>,
 }
 
 impl Sim {
@@ -142,6 +147,7 @@ impl Sim {
             actions_after_close: 0,
             records: Vec::new(),
             decided: 0,
+            forbidden_connects: Vec::new(),
         };
         sim.settle();
         sim
@@ -402,6 +408,9 @@ impl Sim {
 
     fn connect(&mut self, ticket: Ticket, addr: SocketAddr) {
         let now = self.now;
+        if policy(self.world, &PORTS).check_destination(addr).is_err() {
+            self.forbidden_connects.push(addr);
+        }
         if addr.ip() != IpAddr::from([127, 0, 0, 1]) {
             return self
                 .session
@@ -428,6 +437,12 @@ impl Sim {
     fn check_invariants(&self) -> Result<(), String> {
         if self.closes != 1 {
             return Err(format!("Close emitted {} times", self.closes));
+        }
+        if !self.forbidden_connects.is_empty() {
+            return Err(format!(
+                "connected to forbidden addresses {:?}",
+                self.forbidden_connects
+            ));
         }
         if self.actions_after_close > 0 {
             return Err(format!("{} actions after Close", self.actions_after_close));

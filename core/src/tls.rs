@@ -63,6 +63,30 @@ pub(crate) fn starts_handshake(first: u8) -> bool {
     first == HANDSHAKE
 }
 
+/// What the start of a stream that is not a handshake record says about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OtherStart {
+    /// Too few bytes to tell.
+    Partial,
+    /// A TLS record of another type (change_cipher_spec, alert, application_data,
+    /// heartbeat) where a ClientHello must come first.
+    TlsRecord,
+    /// Not TLS at all.
+    NotTls,
+}
+
+/// Judges the first bytes of a stream whose first byte is not a handshake record's: a TLS
+/// record header of another content type (RFC 8446 §5.1: types 20 to 24, version 3.x) is
+/// TLS that does not start with a ClientHello; a lenient server may skip such a record and
+/// take the hello behind it, so it cannot be waved through as a non-TLS stream.
+pub(crate) fn other_start(buf: &[u8]) -> OtherStart {
+    match buf {
+        [0x14..=0x18] => OtherStart::Partial,
+        [0x14..=0x18, 0x03, ..] => OtherStart::TlsRecord,
+        _ => OtherStart::NotTls,
+    }
+}
+
 impl HelloReader {
     /// Reads on in `buf`, the client's bytes from the start of the stream, accepting at most
     /// `max` bytes of records.
@@ -203,6 +227,11 @@ fn parse(handshake: &[u8]) -> Result<(Result<Host, &'static str>, bool), &'stati
             else {
                 return Err("malformed_extensions");
             };
+            // RFC 6066 §3: `server_name_list<1..2^16-1>`. An empty list is malformed, not
+            // an absent SNI.
+            if list.is_empty() {
+                return Err("empty_sni_list");
+            }
             names.extend(
                 list.iter()
                     .filter(|(kind, _)| kind.0 == HOST_NAME)

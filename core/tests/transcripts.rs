@@ -1224,6 +1224,21 @@ fn a_malformed_chunk_is_a_bad_request_before_any_response() {
 }
 
 #[test]
+fn a_request_trailer_that_frames_or_routes_is_a_bad_request() {
+    // RFC 9110 §6.5.1: an origin that merged it into the head would frame or route by it.
+    let mut h = Harness::new(&["a.example"]);
+    h.client(b"POST http://a.example/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    h.open(IP);
+    h.written_to_upstream();
+    h.client(b"5\r\nhello\r\n0\r\nHost: denied.example\r\n\r\n");
+    assert_eq!(
+        h.written_to_client(),
+        bad_request("routing_field_in_trailer")
+    );
+    assert_eq!(h.only_closed().reason, Reason::InvalidRequest);
+}
+
+#[test]
 fn chunked_responses_with_trailers_are_forwarded_chunk_by_chunk() {
     let mut h = Harness::new(&["a.example"]);
     h.client(b"GET http://a.example/ HTTP/1.1\r\nTE: trailers\r\n\r\n");
@@ -1425,6 +1440,59 @@ fn ambiguous_framing_is_a_bad_request() {
         let request = format!("POST http://a.example/ {version}\r\n{fields}\r\n\r\n");
         assert_bad_request(request.as_bytes(), detail);
     }
+}
+
+#[test]
+fn a_request_that_cannot_start_with_a_method_is_refused_at_once() {
+    // No line ending, no head end: without this check it waited for the header timeout.
+    for start in [
+        &[0x16, 0x03, 0x01, 0x00, 0x40, 0x01][..],
+        b"\0GET",
+        b" GET",
+        b"\x80",
+    ] {
+        assert_bad_request(start, "invalid_request_line");
+    }
+}
+
+#[test]
+fn framing_fields_cannot_be_stripped_or_misspelt() {
+    // Either would let the origin frame the body differently from the gateway, and read a
+    // request in it that was never decided or logged.
+    let cases = [
+        (
+            "Connection: Content-Length\r\nContent-Length: 5",
+            "connection_names_framing_header",
+        ),
+        (
+            "Connection: close, transfer-encoding\r\nTransfer-Encoding: chunked",
+            "connection_names_framing_header",
+        ),
+        ("Content_Length: 5", "framing_header_with_underscore"),
+        (
+            "transfer_encoding: chunked",
+            "framing_header_with_underscore",
+        ),
+    ];
+    for (fields, detail) in cases {
+        let request = format!("POST http://a.example/ HTTP/1.1\r\n{fields}\r\n\r\nhello");
+        assert_bad_request(request.as_bytes(), detail);
+    }
+}
+
+#[test]
+fn a_response_whose_connection_names_its_framing_is_a_502() {
+    let mut h = Harness::new(&["a.example"]);
+    h.client(b"GET http://a.example/ HTTP/1.1\r\n\r\n");
+    h.open(IP);
+    h.written_to_upstream();
+    h.upstream(b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\nok");
+    let reply = text(&h.written_to_client());
+    assert!(reply.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{reply}");
+    assert!(
+        reply.contains("X-Egret-Reason: connection_names_framing_header\r\n"),
+        "{reply}"
+    );
 }
 
 #[test]

@@ -528,6 +528,30 @@ fn a_tunnel_that_does_not_start_with_tls_is_spliced_untouched() {
 }
 
 #[test]
+fn a_tunnel_starting_with_another_tls_record_is_closed_with_the_alert() {
+    // A lenient server may drop a change_cipher_spec record and take the hello behind it.
+    for first in [
+        &[0x14, 0x03, 0x03, 0x00, 0x01, 0x01][..],
+        &[0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00],
+        &[0x17, 0x03, 0x03, 0x00, 0x01, 0xaa],
+    ] {
+        let mut h = inspecting(&["allowed.test"], inspect());
+        h.client(&first[..1]);
+        assert!(h.take_actions().is_empty(), "one byte cannot tell");
+        let rest = [&first[1..], hello::hello_for(&["denied.test"]).as_slice()].concat();
+        h.client(&rest);
+        assert_eq!(h.written_to_client(), ALERT, "{first:?}");
+        assert!(h.pending(Peer::Upstream).is_empty(), "{first:?}");
+        let closed = h.only_closed();
+        assert_eq!(closed.detail, Some("unexpected_record"));
+        assert_eq!(
+            closed.access,
+            Some(Access::Denied(DenyReason::InvalidHello))
+        );
+    }
+}
+
+#[test]
 fn a_tunnel_whose_server_speaks_first_is_spliced() {
     let mut h = inspecting(&["allowed.test"], inspect());
     h.upstream(b"220 smtp ready\r\n");
@@ -540,6 +564,99 @@ fn a_hello_without_sni_inside_a_tunnel_goes_to_the_connect_target() {
     let mut h = inspecting(&["allowed.test"], inspect());
     h.client(NO_SNI);
     assert_eq!(h.written_to_upstream(), NO_SNI);
+    assert_eq!(h.take_actions(), ["splice"]);
+}
+
+#[test]
+fn a_hello_with_ech_but_no_sni_inside_a_tunnel_is_denied() {
+    // The encrypted inner hello may name any host the CONNECT target serves.
+    let mut h = inspecting(&["allowed.test"], inspect());
+    h.client(&hello::records(
+        &hello::client_hello(&[(hello::ECH, vec![0; 32])]),
+        16384,
+    ));
+    assert_eq!(h.written_to_client(), ALERT);
+    assert!(
+        h.pending(Peer::Upstream).is_empty(),
+        "nothing reached the upstream"
+    );
+    let closed = h.only_closed();
+    assert_eq!(
+        closed.access,
+        Some(Access::Denied(DenyReason::EncryptedClientHello))
+    );
+    assert_eq!(format::squid_code(&closed), "TCP_DENIED");
+}
+
+#[test]
+fn a_hello_with_ech_but_no_sni_inside_a_tunnel_passes_when_ech_is_allowed() {
+    let settings = PolicySettings {
+        ech: EchPolicy::Allow,
+        ..inspect()
+    };
+    let mut h = inspecting(&["allowed.test"], settings);
+    let bytes = hello::records(&hello::client_hello(&[(hello::ECH, vec![0; 32])]), 16384);
+    h.client(&bytes);
+    assert_eq!(h.written_to_upstream(), bytes);
+    assert_eq!(h.take_actions(), ["splice"]);
+}
+
+#[test]
+fn a_partial_hello_then_a_half_close_inside_a_tunnel_is_denied() {
+    let mut h = inspecting(&["allowed.test"], inspect());
+    h.client(&hello::hello_for(&["denied.test"])[..40]);
+    h.eof(Peer::Client);
+    assert_eq!(h.written_to_client(), ALERT);
+    assert!(
+        h.pending(Peer::Upstream).is_empty(),
+        "no byte of the unjudged hello reached the upstream"
+    );
+    let closed = h.only_closed();
+    assert_eq!(closed.detail, Some("incomplete_hello"));
+    assert_eq!(
+        closed.access,
+        Some(Access::Denied(DenyReason::InvalidHello))
+    );
+}
+
+#[test]
+fn a_hello_with_an_empty_server_name_list_inside_a_tunnel_is_denied() {
+    // An empty list is malformed (RFC 6066 §3), not the absence of SNI.
+    let mut h = inspecting(&["allowed.test"], inspect());
+    h.client(&hello::records(
+        &hello::client_hello(&[(hello::SNI, vec![0, 0])]),
+        16384,
+    ));
+    assert_eq!(h.written_to_client(), ALERT);
+    assert!(h.pending(Peer::Upstream).is_empty());
+    let closed = h.only_closed();
+    assert_eq!(
+        closed.access,
+        Some(Access::Denied(DenyReason::InvalidHello))
+    );
+    assert_eq!(closed.detail, Some("empty_sni_list"));
+}
+
+#[test]
+fn an_intercepted_hello_with_an_empty_server_name_list_is_denied_as_invalid() {
+    let mut h = tls(&["allowed.test"], settings());
+    h.client(&hello::records(
+        &hello::client_hello(&[(hello::SNI, vec![0, 0])]),
+        16384,
+    ));
+    assert_eq!(h.written_to_client(), ALERT);
+    let closed = h.only_closed();
+    assert_eq!(
+        closed.access,
+        Some(Access::Denied(DenyReason::InvalidHello))
+    );
+    assert_eq!(closed.detail, Some("empty_sni_list"));
+}
+
+#[test]
+fn a_half_close_before_any_tunnel_byte_is_carried_on() {
+    let mut h = inspecting(&["allowed.test"], inspect());
+    h.eof(Peer::Client);
     assert_eq!(h.take_actions(), ["splice"]);
 }
 

@@ -31,7 +31,26 @@ pub(crate) struct Chunked {
     line_len: usize,
     /// The most trailer bytes accepted.
     max_trailer: usize,
+    /// Refuse trailer fields that frame or route a message (requests only).
+    strict_trailers: bool,
+    /// The lowercased name of the trailer field being read, while it may still be one of
+    /// [`ROUTING_TRAILERS`].
+    trailer_name: Option<Vec<u8>>,
 }
+
+/// Fields that must never arrive as trailers (RFC 9110 §6.5.1: framing and routing), with
+/// the underscore spellings some back ends read as the same field. A recipient that merges
+/// trailers into the head would frame or route by them.
+const ROUTING_TRAILERS: &[&[u8]] = &[
+    b"content-length",
+    b"transfer-encoding",
+    b"host",
+    b"content_length",
+    b"transfer_encoding",
+];
+
+/// The longest name in [`ROUTING_TRAILERS`].
+const MAX_ROUTING_TRAILER: usize = 17;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ChunkState {
@@ -71,7 +90,20 @@ impl BodyReader {
             },
             line_len: 0,
             max_trailer,
+            strict_trailers: false,
+            trailer_name: None,
         })
+    }
+
+    /// Returns a chunked reader for a request body: as [`BodyReader::chunked`], and a
+    /// trailer that frames or routes (`Content-Length`, `Transfer-Encoding`, `Host`) is an
+    /// error.
+    pub(crate) fn chunked_request(max_trailer: usize) -> BodyReader {
+        let mut reader = BodyReader::chunked(max_trailer);
+        if let BodyReader::Chunked(chunked) = &mut reader {
+            chunked.strict_trailers = true;
+        }
+        reader
     }
 
     /// Returns whether the body is complete.
@@ -175,6 +207,7 @@ impl Chunked {
                         b' ' | b'\t' | b':' => return Err(BodyError("invalid_trailer")),
                         _ if is_field_byte(b) => {
                             out.push(b);
+                            self.trailer_name = Some(vec![b.to_ascii_lowercase()]);
                             ChunkState::TrailerLine
                         }
                         _ => return Err(BodyError("invalid_trailer")),
@@ -182,6 +215,7 @@ impl Chunked {
                 }
                 ChunkState::TrailerLine => {
                     self.count_trailer()?;
+                    self.check_trailer_name(b)?;
                     match b {
                         b'\r' => ChunkState::TrailerLf { empty: false },
                         _ if is_field_byte(b) || b == b' ' || b == b'\t' => {
@@ -227,6 +261,26 @@ impl Chunked {
             0x21..=0x7e if in_ext => Ok(ChunkState::SizeTail { value, in_ext }),
             _ => Err(BodyError("invalid_chunk_size")),
         }
+    }
+
+    /// Follows the name of the trailer field being read; at its colon, refuses a routing
+    /// field when trailers are strict.
+    fn check_trailer_name(&mut self, b: u8) -> Result<(), BodyError> {
+        let Some(name) = self.trailer_name.as_mut() else {
+            return Ok(());
+        };
+        if b == b':' {
+            let routing = ROUTING_TRAILERS.contains(&name.as_slice());
+            self.trailer_name = None;
+            if routing && self.strict_trailers {
+                return Err(BodyError("routing_field_in_trailer"));
+            }
+        } else if name.len() < MAX_ROUTING_TRAILER {
+            name.push(b.to_ascii_lowercase());
+        } else {
+            self.trailer_name = None;
+        }
+        Ok(())
     }
 
     fn count_trailer(&mut self) -> Result<(), BodyError> {
@@ -321,6 +375,29 @@ mod tests {
             decode(&big_trailer).unwrap_err(),
             BodyError("trailers_too_large")
         );
+    }
+
+    #[test]
+    fn request_trailers_may_not_frame_or_route() {
+        for trailer in [
+            &b"Content-Length: 0"[..],
+            b"transfer-encoding: chunked",
+            b"HOST: denied.example",
+            b"Content_Length: 0",
+        ] {
+            let input = [b"1\r\na\r\n0\r\n".as_slice(), trailer, b"\r\n\r\n"].concat();
+            let mut body = BodyReader::chunked_request(1024);
+            assert_eq!(
+                body.feed(&input, &mut Vec::new()),
+                Err(BodyError("routing_field_in_trailer")),
+                "{trailer:?}"
+            );
+            // Responses keep their trailers: the gateway frames and routes by its own head.
+            assert!(decode(&input).is_ok(), "{trailer:?}");
+        }
+        let fine = b"1\r\na\r\n0\r\nX-Host: a\r\nContent-Lengthy: 1\r\n\r\n";
+        let mut body = BodyReader::chunked_request(1024);
+        assert_eq!(body.feed(fine, &mut Vec::new()), Ok(fine.len()));
     }
 
     #[test]

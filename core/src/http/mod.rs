@@ -50,6 +50,11 @@ pub(crate) fn line_endings_are_crlf(head: &[u8]) -> bool {
         && memchr::memchr_iter(b'\r', head).all(|i| head.get(i + 1) == Some(&b'\n'))
 }
 
+/// Returns whether `b` may appear in a token (RFC 9110 §5.6.2), such as a method.
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Returns whether a header is hop-by-hop for every message, whatever `Connection` says.
 pub(crate) fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))

@@ -106,6 +106,14 @@ pub(crate) fn parse(buf: &[u8], head_len: usize, form: Form) -> Result<Request, 
         return Err(Rejection::Invalid("invalid_target"));
     }
     let fields = Fields::collect(parsed.headers)?;
+    // Some back ends read `_` as `-` (CGI maps both spellings to HTTP_CONTENT_LENGTH): a
+    // framing field spelt with an underscore would frame the body differently there.
+    if parsed.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content_length")
+            || h.name.eq_ignore_ascii_case("transfer_encoding")
+    }) {
+        return Err(Rejection::Invalid("framing_header_with_underscore"));
+    }
     let body = fields.framing(version)?;
     let keep_alive = version == 1 && !fields.close;
     let is_connect = method.eq_ignore_ascii_case("CONNECT");
@@ -239,6 +247,13 @@ impl<'a> Fields<'a> {
                 || name.eq_ignore_ascii_case("proxy-connection")
             {
                 for token in tokens(h.value) {
+                    // Framing is judged from these fields: a Connection option that strips
+                    // them would send the body on as messages the gateway never saw.
+                    let framing = token.eq_ignore_ascii_case(b"content-length")
+                        || token.eq_ignore_ascii_case(b"transfer-encoding");
+                    if framing && name.eq_ignore_ascii_case("connection") {
+                        return Err(Rejection::Invalid("connection_names_framing_header"));
+                    }
                     if token.eq_ignore_ascii_case(b"close") {
                         fields.close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {

@@ -54,7 +54,7 @@ use crate::host::Host;
 use crate::http::body::{BodyError, BodyReader};
 use crate::http::request::{self, Form, Framing, Kind, Rejection, Request};
 use crate::http::response::{self, Body};
-use crate::http::{find_head_end, has_bare_line_ending, push_header};
+use crate::http::{find_head_end, has_bare_line_ending, is_token_byte, push_header};
 use crate::policy::{DenyReason, EchPolicy, Mode, Policy, TlsDeny, Verdict};
 use crate::proxy::{self, ProxyProtocol, ProxyStatus};
 use crate::reply::{CONNECT_ESTABLISHED, Reply};
@@ -600,8 +600,14 @@ impl Session {
         if blank > 0 {
             self.inbox.drain(..blank);
         }
-        if self.inbox.is_empty() {
+        let Some(&first) = self.inbox.first() else {
             return;
+        };
+        // RFC 9112 §3: a request line starts with a method token. Anything else (a TLS
+        // ClientHello sent to the proxy port, binary junk) is refused at once rather than
+        // held until the header timeout; CR and LF are judged as line endings below.
+        if !is_token_byte(first) && first != b'\r' && first != b'\n' {
+            return self.reject_head(now, Rejection::Invalid("invalid_request_line"));
         }
         if self.request_started.is_none() {
             self.request_started = Some(now);
@@ -844,7 +850,18 @@ impl Session {
             return;
         };
         if !tls::starts_handshake(first) {
-            return self.end_inspection(now);
+            return match tls::other_start(&self.inbox) {
+                tls::OtherStart::Partial => {
+                    if !self.timers.is_set(Timer::Header) {
+                        self.timers
+                            .set(Timer::Header, now + self.config.limits.header_timeout);
+                    }
+                }
+                tls::OtherStart::TlsRecord => {
+                    self.deny_tls(now, DenyReason::InvalidHello, Some("unexpected_record"));
+                }
+                tls::OtherStart::NotTls => self.end_inspection(now),
+            };
         }
         if !self.timers.is_set(Timer::Header) {
             self.timers
@@ -954,18 +971,21 @@ impl Session {
         txn.sni = hello.sni.as_ref().ok().cloned();
         txn.ech = hello.ech;
         let audit = policy.settings().mode == Mode::Audit;
+        let ech_denied = hello.ech && policy.settings().ech == EchPolicy::Deny;
         let host = match (&hello.sni, in_tunnel) {
-            (Ok(host), _) => host,
-            // Without SNI a TLS server cannot be steered away from the CONNECT target.
+            (Ok(host), _) => Some(host),
+            // Without SNI a TLS server cannot be steered away from the CONNECT target, unless
+            // an encrypted inner hello names another host: that is judged as ECH.
+            (Err("no_sni"), true) if ech_denied => None,
             (Err("no_sni"), true) => return Ok(()),
             (Err("no_sni"), false) => return Err((DenyReason::NoSni, None)),
             (Err(detail), _) => return Err((DenyReason::InvalidHello, Some(*detail))),
         };
         let mut verdict = Verdict::Allow;
         let mut rule = None;
-        if hello.ech && policy.settings().ech == EchPolicy::Deny {
+        if ech_denied {
             verdict = Verdict::Deny(DenyReason::EncryptedClientHello);
-        } else {
+        } else if let Some(host) = host {
             let decision = policy.decide(host, txn.port);
             rule = decision.rule;
             if let Verdict::Deny(reason) = decision.verdict {
@@ -1043,7 +1063,7 @@ impl Session {
         txn.request_body = match txn.framing {
             Framing::None => BodyReader::Done,
             Framing::Length(n) => BodyReader::Length(n),
-            Framing::Chunked => BodyReader::chunked(max_trailer),
+            Framing::Chunked => BodyReader::chunked_request(max_trailer),
         };
         txn.response = ResponsePhase::AwaitHead;
         self.upstream_inbox.clear();
@@ -1241,6 +1261,10 @@ impl Session {
             State::AwaitProxy => self.refuse_proxy(now, "incomplete_proxy_header"),
             State::AwaitHello => {
                 self.open_hello_txn(now, None);
+                self.deny_tls(now, DenyReason::InvalidHello, Some("incomplete_hello"));
+            }
+            // A hello cut short by the client's close was never judged: none of it goes on.
+            State::Inspecting if !self.inbox.is_empty() => {
                 self.deny_tls(now, DenyReason::InvalidHello, Some("incomplete_hello"));
             }
             // A client that half-closes an open tunnel: the runtime carries the close on.
