@@ -26,6 +26,9 @@ have haproxy || missing+=(haproxy)
 # systemd-analyze verify of the units (the systemd package installs it; nothing is started).
 have shellcheck || missing+=(shellcheck)
 have systemd-analyze || missing+=(systemd)
+# The packaged units under a real systemd (gateway/tests/systemd.rs), with the shipped
+# /etc/logrotate.d/egret run by logrotate.
+have logrotate || missing+=(logrotate)
 # The CloudWatch Logs tests (gateway/tests/cloudwatch.rs) run moto_server, a local AWS
 # emulator, from a virtual environment (Debian's python3 makes one only with python3-venv).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

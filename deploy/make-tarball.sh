@@ -30,6 +30,7 @@ install -m 755 "$target/release/egret" "$stage/$name/bin/egret"
 strip --strip-debug "$stage/$name/bin/egret"
 install -m 644 deploy/egret.toml deploy/nftables.conf "$stage/$name/etc/"
 install -m 755 deploy/egret-setup "$stage/$name/sbin/egret-setup"
+install -m 644 deploy/egret.logrotate "$stage/$name/etc/egret.logrotate"
 install -m 644 deploy/egret.service deploy/egret-nftables.service deploy/egret-eni.service \
     "$stage/$name/systemd/"
 install -m 644 README.md deploy/PACKAGING.md "$stage/$name/doc/"
@@ -55,6 +56,9 @@ for file in egret.toml nftables.conf; do
 done
 install -m 644 systemd/egret.service systemd/egret-nftables.service systemd/egret-eni.service \
     "$dest/etc/systemd/system/"
+if [ ! -e "$dest/etc/logrotate.d/egret" ]; then
+    install -D -m 644 etc/egret.logrotate "$dest/etc/logrotate.d/egret"
+fi
 if [ -n "$dest" ]; then
     exit 0
 fi

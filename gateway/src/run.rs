@@ -1,10 +1,11 @@
 //! `egret run`: loads the configuration, starts the access log, the reloader and the runtime,
 //! and turns signals into reloads and a drain.
 //!
-//! SIGHUP reloads the allowlist at once. The first SIGTERM or SIGINT stops accepting and gives
-//! open sessions `drain_timeout` to finish, then the reloader stops, the access log flushes and
-//! ends, and the CloudWatch Logs shipper (when configured) sends what it still holds, for up
-//! to ten seconds; a second one exits at once (130 for SIGINT, 0 for SIGTERM).
+//! SIGHUP reloads the allowlist at once and reopens the access-log file (after logrotate). The
+//! first SIGTERM or SIGINT stops accepting and gives open sessions `drain_timeout` to finish,
+//! then the reloader stops, the access log flushes and ends, and the CloudWatch Logs shipper
+//! (when configured) sends what it still holds, for up to ten seconds; a second one exits at
+//! once (130 for SIGINT, 0 for SIGTERM).
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;
@@ -148,7 +149,8 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
     let store = PolicyStore::new(loaded.policy);
 
     let target = config.log_target();
-    let out = sink::open(&target).map_err(|e| match &target {
+    let reopen = sink::Reopen::default();
+    let out = sink::open(&target, &reopen).map_err(|e| match &target {
         LogTarget::File(path) => format!("cannot open the access log {}: {e}", path.display()),
         LogTarget::Stdout => format!("cannot open stdout for the access log: {e}"),
     })?;
@@ -218,7 +220,7 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
     let poke = reloader.poker();
     let signal_thread = std::thread::Builder::new()
         .name("egret-signals".to_owned())
-        .spawn(move || handle_signals(signals, &poke, &shutdown_tx))
+        .spawn(move || handle_signals(signals, &poke, &reopen, &shutdown_tx))
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
     let signal = shutdown_rx.recv().unwrap_or(SIGTERM);
@@ -290,14 +292,20 @@ fn finish_cloudwatch(cloudwatch: CloudWatch) {
     }
 }
 
-/// Pokes the reloader on SIGHUP and asks for a drain on the first SIGTERM or SIGINT; a second
-/// one exits the process at once.
-fn handle_signals(mut signals: Signals, reload: &Poke, shutdown: &Sender<i32>) {
+/// Pokes the reloader and asks the access log to be reopened (after logrotate) on SIGHUP, and
+/// asks for a drain on the first SIGTERM or SIGINT; a second one exits the process at once.
+fn handle_signals(
+    mut signals: Signals,
+    reload: &Poke,
+    reopen: &sink::Reopen,
+    shutdown: &Sender<i32>,
+) {
     let mut draining = false;
     for signal in signals.forever() {
         if signal == SIGHUP {
             tracing::info!("SIGHUP received: reloading the allowlist");
             reload.poke();
+            reopen.request();
         } else if draining {
             tracing::warn!("{} received again: exiting now", signal_name(signal));
             std::process::exit(if signal == SIGINT { 130 } else { 0 });

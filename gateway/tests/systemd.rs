@@ -10,7 +10,8 @@
 //! started with every hardening setting of the unit in force: it serves the explicit proxy
 //! (also on port 81, which only the ambient `CAP_NET_BIND_SERVICE` allows), denies, writes its
 //! access log, runs as `egret` with that one capability, reloads on `systemctl reload`, is
-//! restarted by systemd after a SIGKILL and stops cleanly. `egret-setup` (with the real
+//! goes on in a new file after logrotate (the shipped /etc/logrotate.d/egret) has rotated
+//! it, is restarted by systemd after a SIGKILL and stops cleanly. `egret-setup` (with the real
 //! systemctl) enables `egret-nftables.service`, whose start loads the rules and whose stop
 //! removes them.
 //!
@@ -42,6 +43,7 @@ fn the_packaged_units_run_under_systemd() {
         ("curl", "curl"),
         ("nft", "nftables"),
         ("python3", "python3"),
+        ("logrotate", "logrotate"),
     ])
     .unwrap_or_else(|e| panic!("{e}"));
     let system = Booted::boot().unwrap_or_else(|e| panic!("{e}"));
@@ -188,6 +190,11 @@ impl Booted {
         }
     }
 
+    /// Returns whether the process `pid` logged `what`.
+    fn said(&self, pid: &str, what: &str) -> bool {
+        text(&self.sh(&format!("journalctl --no-pager _PID={pid}")).stdout).contains(what)
+    }
+
     fn journal(&self) -> String {
         text(
             &self
@@ -208,6 +215,7 @@ impl Booted {
              install -m 755 {d}/egret-setup /usr/sbin/egret-setup; \
              install -d /etc/egret; \
              install -m 644 {d}/nftables.conf {d}/egret.toml /etc/egret/; \
+             install -m 644 {d}/egret.logrotate /etc/logrotate.d/egret; \
              install -m 644 {d}/egret.service {d}/egret-nftables.service {d}/egret-eni.service \
              /usr/lib/systemd/system/; \
              sh {d}/debian/postinst configure; \
@@ -292,13 +300,40 @@ impl Booted {
         // `systemctl reload` is SIGHUP: the allowlist is read again, the process stays.
         self.sh_ok("systemctl reload egret");
         self.wait_for("the reload in the journal", || {
-            self.journal()
-                .contains("SIGHUP received: reloading the allowlist")
+            self.said(&pid, "SIGHUP received: reloading the allowlist")
         });
         assert_eq!(
             self.property("egret", "MainPID"),
             pid,
             "reload kept the process"
+        );
+
+        // logrotate renames the log and reloads the unit: Egret goes on in a new file.
+        self.sh_ok("logrotate -f /etc/logrotate.d/egret");
+        let again = self.sh("curl -sS --max-time 10 -x http://127.0.0.1:3128 http://again.test/");
+        assert_eq!(
+            text(&again.stdout),
+            "ERR_ACCESS_DENIED\n",
+            "{again:?}\n{}",
+            context()
+        );
+        self.wait_for("the line after the rotation", || {
+            self.sh("grep -q again.test /var/log/egret/access.log")
+                .status
+                .success()
+        });
+        let rotated = self.sh_ok("cat /var/log/egret/access.log.1");
+        assert!(
+            rotated.contains("denied.test") && !rotated.contains("again.test"),
+            "{rotated}"
+        );
+        self.wait_for("the reopen in the journal", || {
+            self.said(&pid, "access log reopened")
+        });
+        assert_eq!(
+            self.property("egret", "MainPID"),
+            pid,
+            "rotation kept the process"
         );
 
         // A crash: systemd starts it again (Restart=on-failure, RestartSec=2s).

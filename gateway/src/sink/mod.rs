@@ -9,7 +9,6 @@
 //! With `[log.cloudwatch]`, each record is also counted for the denied metric and its line
 //! handed to the CloudWatch [`Feed`], which queues it without ever blocking.
 
-use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -23,6 +22,10 @@ use crate::admin::RecordMetrics;
 use crate::cloudwatch::Feed;
 use crate::config::{LogFormat, LogTarget};
 use crate::periodic::Periodic;
+pub use reopen::Reopen;
+use reopen::ReopenableFile;
+
+mod reopen;
 
 /// How many events the channel between the runtime and the writer holds.
 pub const CHANNEL_CAPACITY: usize = 65_536;
@@ -59,14 +62,12 @@ pub struct DropCounter {
     seen: u64,
 }
 
-/// Opens where lines go: stdout, or a file created if needed and appended to.
-pub fn open(target: &LogTarget) -> io::Result<Box<dyn Write + Send>> {
+/// Opens where lines go: stdout, or a file created if needed and appended to, opened again
+/// at its path after `reopen` is requested (log rotation).
+pub fn open(target: &LogTarget, reopen: &Reopen) -> io::Result<Box<dyn Write + Send>> {
     match target {
         LogTarget::Stdout => Ok(Box::new(io::stdout())),
-        LogTarget::File(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            Ok(Box::new(file))
-        }
+        LogTarget::File(path) => Ok(Box::new(ReopenableFile::open(path, reopen.clone())?)),
     }
 }
 

@@ -12,7 +12,7 @@ fn squid_lines_are_appended_to_the_file() {
     let path = dir.path().join("access.log");
     std::fs::write(&path, "earlier line\n").unwrap();
     let (sink, rx) = EventSink::channel(16);
-    let out = open(&LogTarget::File(path.clone())).unwrap();
+    let out = open(&LogTarget::File(path.clone()), &Reopen::default()).unwrap();
     let log = AccessLog::spawn(rx, LogFormat::Squid, out).unwrap();
     sink.send(Event::Closed(tunnel()));
     sink.send(Event::Decided(decided()));
@@ -42,7 +42,7 @@ fn json_lines_are_one_object_each() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.json");
     let (sink, rx) = EventSink::channel(16);
-    let out = open(&LogTarget::File(path.clone())).unwrap();
+    let out = open(&LogTarget::File(path.clone()), &Reopen::default()).unwrap();
     let log = AccessLog::spawn(rx, LogFormat::Json, out).unwrap();
     sink.send(Event::Closed(tunnel()));
     sink.send(Event::Closed(denied()));
@@ -66,7 +66,7 @@ fn cloudwatch_gets_the_same_lines_and_is_released_at_the_end() {
     let path = dir.path().join("access.log");
     let (feed, mut queue, stats) = Feed::channel(16);
     let (sink, rx) = EventSink::channel(16);
-    let out = open(&LogTarget::File(path.clone())).unwrap();
+    let out = open(&LogTarget::File(path.clone()), &Reopen::default()).unwrap();
     let log = AccessLog::spawn_with(rx, LogFormat::Squid, out, Some(feed)).unwrap();
     sink.send(Event::Closed(tunnel()));
     sink.send(Event::Decided(decided()));
