@@ -197,11 +197,7 @@ fn setup_script_prepares_a_gateway_namespace() {
             "ready\n".to_owned(),
         ),
     ];
-    let failures: Vec<String> = checks
-        .iter()
-        .filter(|(_, (code, body, _), want)| *code != Some(0) || body != want)
-        .map(|(name, got, want)| format!("{name}: expected {want:?}, got {got:?}"))
-        .collect();
+    let failures = mismatches(&checks);
     assert!(
         failures.is_empty(),
         "{}\n--- egret stderr:\n{}\n--- access log:\n{}",
@@ -556,11 +552,7 @@ fn setup_script_routes_the_clients_replies_through_the_zone_interface() {
                 "origin GET /extra host=10.211.0.2:8080\n",
             ),
         ];
-        let failures: Vec<String> = checks
-            .iter()
-            .filter(|(_, (code, body, _), want)| *code != Some(0) || body != want)
-            .map(|(name, got, want)| format!("{name}: expected {want:?}, got {got:?}"))
-            .collect();
+        let failures = mismatches(&checks);
         assert!(
             failures.is_empty(),
             "{when}:\n{}\n--- egret stderr:\n{}",
@@ -1027,6 +1019,19 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// curl's exit code, stdout and stderr.
+type CurlResult = (Option<i32>, String, String);
+
+/// Returns a line for each (name, curl's (exit code, stdout, stderr), wanted stdout) where
+/// curl failed or printed something else.
+fn mismatches<W: AsRef<str>>(checks: &[(&str, CurlResult, W)]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|(_, (code, body, _), want)| *code != Some(0) || body != want.as_ref())
+        .map(|(name, got, want)| format!("{name}: expected {:?}, got {got:?}", want.as_ref()))
+        .collect()
 }
 
 /// Checks that `ns` routes the clients' replies (fwmark 0x3128) out of `ifname`, which has
