@@ -356,7 +356,7 @@ async fn serve_one(origin: Origin, mut stream: TcpStream) {
 }
 
 /// Reads until the end of a request or response head; returns the bytes read.
-pub(crate) async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+pub(crate) async fn read_head(stream: &mut TcpStream, buf: &mut [u8]) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     loop {
         let n = stream.read(buf).await.ok()?;
