@@ -4,7 +4,8 @@
 //! its documented reply and log line), and policy reloads every 100 ms under steady load (no
 //! allowed request fails, no denied one passes).
 //!
-//! Log sink faults are in `reliability_sink.rs`; a CloudWatch outage in `cloudwatch.rs`.
+//! The system resolver's failure is tested with the gateway in a network namespace of its
+//! own whose resolver is absent. Log sink faults are in `reliability_sink.rs`; a CloudWatch outage in `cloudwatch.rs`.
 //! Short sizes by default, the issue's with `EGRET_RELIABILITY=full` (RELIABILITY.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use egret_conformance::netns::{GatewayProcess, in_namespace};
 use support::reliability::{
     ALLOWED, DENIED, Gateway, Origin, RUNTIMES, Setup, check, client_runtime, count_lines,
     cpu_ticks, echo, eventually, exclusive, fd_count, figure, first_failure, get, get_status,
@@ -46,6 +48,18 @@ fn upstream_faults_get_their_documented_replies_and_log_lines() {
     let clients = client_runtime();
     for runtime in RUNTIMES {
         clients.block_on(upstream_faults(runtime));
+    }
+}
+
+#[test]
+fn a_failing_system_resolver_gets_503_dns_fail_and_its_log_line() {
+    let _machine = exclusive();
+    // The gateway runs in a network namespace whose resolv.conf (`ip netns exec` mounts
+    // /etc/netns/NAME/resolv.conf) names a resolver on its own loopback where nothing listens:
+    // the system resolver fails for real, and no query leaves the namespace.
+    let namespace = ResolverNamespace::create();
+    for runtime in RUNTIMES {
+        failing_resolver(runtime, &namespace.name);
     }
 }
 
@@ -429,6 +443,138 @@ async fn reloads(runtime: &'static str, duration: Duration) {
         "{runtime}: {reloads} reloads for {generations} rewrites"
     );
     assert!(flips.0 > 0 && flips.1 > 0, "{runtime}: flip.test {flips:?}");
+}
+
+fn failing_resolver(runtime: &str, namespace: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = dir.path().join("egret.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\nexplicit = [\"127.0.0.1:0\"]\n\n[allowlist]\ndomains = [\"unresolvable.test\"]\n\n\
+             [policy]\nports = [80, 443]\n\n[log]\nformat = \"json\"\npath = {:?}\n",
+            log.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new("ip");
+    command
+        .args([
+            "netns",
+            "exec",
+            namespace,
+            env!("CARGO_BIN_EXE_egret"),
+            "run",
+            "--config",
+        ])
+        .arg(&config)
+        .args(["--runtime", runtime, "--threads", "2"]);
+    let gateway = GatewayProcess::spawn(command, &["listening explicit"])
+        .unwrap_or_else(|e| panic!("{runtime}: {e:?}"));
+    let addr: SocketAddr = gateway
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            l.split("listening explicit ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the explicit listener's address");
+    let exchange = |request: String| {
+        in_namespace(namespace, move || {
+            use std::io::{Read, Write};
+            let mut stream = StdStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            String::from_utf8_lossy(&response).into_owned()
+        })
+        .unwrap()
+    };
+    let response = exchange(
+        "GET http://unresolvable.test/resolver HTTP/1.1\r\nHost: unresolvable.test\r\n\r\n"
+            .to_owned(),
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 503 ") && response.contains("X-Squid-Error: ERR_DNS_FAIL 0"),
+        "{runtime}: {response}\n{}",
+        gateway.stderr()
+    );
+    let response = exchange("CONNECT unresolvable.test:443 HTTP/1.1\r\n\r\n".to_owned());
+    assert!(
+        response.starts_with("HTTP/1.1 503 ") && response.contains("ERR_DNS_FAIL"),
+        "{runtime}: {response}"
+    );
+    let logged = eventually(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        count_lines(
+            &text,
+            &["/resolver", "\"status\":503", "\"reason\":\"dns_failed\""],
+        ) == 1
+            && count_lines(
+                &text,
+                &["unresolvable.test:443", "\"reason\":\"dns_failed\""],
+            ) == 1
+    });
+    assert!(
+        logged,
+        "{runtime}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    figure(
+        "resolver failure",
+        runtime,
+        "system resolver failing (nothing on its port): GET and CONNECT 503 ERR_DNS_FAIL, logged \
+         dns_failed",
+    );
+}
+
+/// A network namespace with loopback up and a resolv.conf naming a resolver that is not
+/// there; deleted, with its resolv.conf, when dropped.
+struct ResolverNamespace {
+    name: String,
+    etc: std::path::PathBuf,
+}
+
+impl ResolverNamespace {
+    fn create() -> ResolverNamespace {
+        let name = format!("egret-rel-dns-{}", std::process::id());
+        let etc = std::path::Path::new("/etc/netns").join(&name);
+        let namespace = ResolverNamespace { name, etc };
+        run_ip(&["netns", "add", &namespace.name]);
+        run_ip(&["-n", &namespace.name, "link", "set", "lo", "up"]);
+        std::fs::create_dir_all(&namespace.etc).unwrap();
+        std::fs::write(
+            namespace.etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        namespace
+    }
+}
+
+impl Drop for ResolverNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.etc);
+    }
+}
+
+fn run_ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip (iproute2) is needed");
+    assert!(status.success(), "ip {args:?}: {status}");
 }
 
 /// Returns the allowlist file of one generation: `allowed.test`, 300 names of that generation,
