@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use support::reliability::{
     ALLOWED, DENIED, Gateway, Origin, RUNTIMES, Setup, check, client_runtime, echo, eventually,
     exclusive, fd_count, figure, first_failure, get_status, raise_nofile, read_until_closed,
-    rss_kib, scale, serve, tunnel,
+    rss_kib, scale, serve, sockets_and_pipes, tunnel,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -27,6 +27,9 @@ mod support;
 /// The most memory an idle tunnel may cost the gateway: far above what any runtime needs
 /// (3–7 KiB in BENCHMARKS.md), far below a per-tunnel buffer leak.
 const MAX_KIB_PER_TUNNEL: f64 = 32.0;
+
+/// The most pipe descriptors the gateway may keep pooled: 64 pipes per worker, two workers.
+const MAX_POOLED_PIPE_FDS: usize = 2 * 64 * 2;
 
 /// How much the gateway's resident set may grow over the churn, after a warm-up.
 const MAX_CHURN_GROWTH_KIB: u64 = 16 * 1024;
@@ -85,6 +88,7 @@ async fn idle_tunnels(runtime: &'static str, count: usize) {
     settle(&gateway, 0);
     let rss_before = rss_kib(pid);
     let fds_before = fd_count(pid);
+    let (sockets_before, _) = sockets_and_pipes(pid);
 
     let started = Instant::now();
     let (mut tunnels, results) = open_tunnels(addr, echo_port, count).await;
@@ -93,6 +97,7 @@ async fn idle_tunnels(runtime: &'static str, count: usize) {
     settle(&gateway, count);
     let rss_after = rss_kib(pid);
     let fds_after = fd_count(pid);
+    let (sockets_after, _) = sockets_and_pipes(pid);
     let kib_per_tunnel = rss_after.saturating_sub(rss_before) as f64 / count as f64;
 
     // Every tunnel still carries bytes after all of them were opened.
@@ -116,17 +121,21 @@ async fn idle_tunnels(runtime: &'static str, count: usize) {
         kib_per_tunnel < MAX_KIB_PER_TUNNEL,
         "{runtime}: {kib_per_tunnel:.2} KiB per idle tunnel"
     );
-    // Two descriptors per tunnel (client and upstream), nothing more that lasts.
+    // Two sockets per tunnel (client and upstream), and no more (give or take an admin
+    // endpoint connection closing as the figures are read).
+    let expected = sockets_before + 2 * count;
     assert!(
-        fds_after + 8 >= fds_before + 2 * count && fds_after <= fds_before + 2 * count + 64,
-        "{runtime}: {fds_before} -> {fds_after} descriptors for {count} tunnels"
+        sockets_after + 4 >= expected && sockets_after <= expected + 4,
+        "{runtime}: {sockets_before} -> {sockets_after} sockets for {count} tunnels"
     );
     drop(tunnels);
     settle(&gateway, 0);
     assert!(
-        eventually(Duration::from_secs(30), || fd_count(pid) <= fds_before),
-        "{runtime}: {} descriptors after every tunnel closed, {fds_before} before",
-        fd_count(pid)
+        eventually(Duration::from_secs(30), || sockets_and_pipes(pid).0
+            <= sockets_before),
+        "{runtime}: {:?} sockets and pipes after every tunnel closed, {sockets_before} sockets \
+         before",
+        sockets_and_pipes(pid)
     );
 }
 
@@ -140,6 +149,7 @@ async fn churn(runtime: &'static str, count: usize) {
     check(&gateway, "warm-up", first_failure(&results));
     settle(&gateway, 0);
     let fds_before = fd_count(pid);
+    let (sockets_before, pipes_before) = sockets_and_pipes(pid);
     let rss_before = rss_kib(pid);
 
     let started = Instant::now();
@@ -147,8 +157,11 @@ async fn churn(runtime: &'static str, count: usize) {
     let took = started.elapsed();
     check(&gateway, "churn", first_failure(&results));
     settle(&gateway, 0);
-    let back = eventually(Duration::from_secs(30), || fd_count(pid) <= fds_before);
+    let back = eventually(Duration::from_secs(30), || {
+        sockets_and_pipes(pid).0 <= sockets_before
+    });
     let fds_after = fd_count(pid);
+    let (sockets_after, pipes_after) = sockets_and_pipes(pid);
     let rss_after = rss_kib(pid);
     let accepted = gateway.metric("egret_accepted_total");
     figure(
@@ -156,14 +169,19 @@ async fn churn(runtime: &'static str, count: usize) {
         runtime,
         &format!(
             "{count} connections after {warm_up} warm-up in {:.1} s, 0 failed; fds {fds_before} \
-             -> {fds_after}; RSS {rss_before} -> {rss_after} KiB ({:+} KiB); accepted {accepted}",
+             -> {fds_after} (sockets {sockets_before} -> {sockets_after}, pooled pipe fds \
+             {pipes_before} -> {pipes_after}); RSS {rss_before} -> {rss_after} KiB ({:+} KiB); accepted {accepted}",
             took.as_secs_f64(),
             rss_after as i64 - rss_before as i64
         ),
     );
     assert!(
         back,
-        "{runtime}: {fds_after} descriptors after the churn, {fds_before} before"
+        "{runtime}: {sockets_after} sockets after the churn, {sockets_before} before"
+    );
+    assert!(
+        pipes_after <= MAX_POOLED_PIPE_FDS,
+        "{runtime}: {pipes_after} pipe descriptors after the churn"
     );
     assert!(
         rss_after <= rss_before + MAX_CHURN_GROWTH_KIB,

@@ -96,6 +96,25 @@ pub(crate) fn fd_count(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Returns the open sockets and pipes of `pid`. Pipes are pooled by the splicing runtimes (up
+/// to 64 per worker, two descriptors each), so only sockets must return to a baseline.
+pub(crate) fn sockets_and_pipes(pid: u32) -> (usize, usize) {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return (0, 0);
+    };
+    let mut counts = (0, 0);
+    for entry in entries.flatten() {
+        let target = std::fs::read_link(entry.path()).unwrap_or_default();
+        let target = target.to_string_lossy();
+        if target.starts_with("socket:") {
+            counts.0 += 1;
+        } else if target.starts_with("pipe:") {
+            counts.1 += 1;
+        }
+    }
+    counts
+}
+
 /// Returns the resident set of `pid` in KiB.
 pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
