@@ -32,6 +32,8 @@ have logrotate || missing+=(logrotate)
 # The CloudWatch Logs tests (gateway/tests/cloudwatch.rs) run moto_server, a local AWS
 # emulator, from a virtual environment (Debian's python3 makes one only with python3-venv).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# The access-log fault tests (gateway/tests/reliability_sink.rs) mount an ext4 image.
+have mkfs.ext4 || missing+=(e2fsprogs)
 if ((${#missing[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
         echo "test.sh: installing ${missing[*]}" >&2

@@ -26,6 +26,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::cloudwatch;
+use crate::sink::LossCounters;
 
 /// How long a scrape may take to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +70,8 @@ pub struct Sources {
     pub reloads: Arc<ReloadStats>,
     /// CloudWatch shipping, when it is on.
     pub cloudwatch: Option<Arc<cloudwatch::Stats>>,
+    /// Access-log writes that failed and the lines they lost.
+    pub access_log: Arc<LossCounters>,
 }
 
 /// The running endpoint.
@@ -224,6 +227,18 @@ impl Collector for Sources {
             "events_dropped",
             "Access events dropped (queue full)",
             self.events_dropped.get(),
+        )?;
+        counter(
+            &mut encoder,
+            "access_log_write_errors",
+            "Access-log writes that failed (full disk, failing device)",
+            self.access_log.errors(),
+        )?;
+        counter(
+            &mut encoder,
+            "access_log_lines_lost",
+            "Access-log lines lost to failed writes",
+            self.access_log.lost(),
         )?;
         counter(
             &mut encoder,

@@ -192,6 +192,7 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
         events_dropped,
         reloads: reload_stats,
         cloudwatch: cloudwatch.as_ref().map(CloudWatch::stats),
+        access_log: access_log.loss(),
     };
     let admin_state = AdminState::new(records, sources);
     let admin = match config.listen.admin {
@@ -256,8 +257,9 @@ fn serve(source: &ConfigSource) -> Result<(), String> {
     }
     match written {
         Some(stats) if stats.errors > 0 => tracing::warn!(
-            "stopped; {} access-log write(s) failed over the run",
-            stats.errors
+            "stopped; {} access-log write(s) failed over the run, losing {} line(s)",
+            stats.errors,
+            stats.lost
         ),
         Some(_) => tracing::info!("stopped"),
         None => tracing::warn!("stopped; the access log did not finish flushing in time"),

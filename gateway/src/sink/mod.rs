@@ -4,13 +4,16 @@
 //! Runtimes send events through the non-blocking [`EventSink`], which drops and counts what
 //! does not fit in the channel, so a slow disk never stalls the proxy. The writer batches lines
 //! in a buffer and flushes it whenever the channel is momentarily empty: lines appear promptly
-//! when traffic is light and are written in large chunks under load. Write errors (a full disk)
-//! are counted and reported at most once per [`REPORT_EVERY`]; they never stop the writer.
+//! when traffic is light and are written in large chunks under load. Write errors (a full disk,
+//! a failing device) are counted with the lines they lose ([`LossCounters`], on `/metrics`) and
+//! reported at most once per [`REPORT_EVERY`]; they never stop the writer, and a buffer that
+//! failed is discarded, so writing resumes with fresh lines as soon as the file takes them.
 //! With `[log.cloudwatch]`, each record is also counted for the denied metric and its line
 //! handed to the CloudWatch [`Feed`], which queues it without ever blocking.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -45,6 +48,14 @@ const COALESCE: Duration = Duration::from_millis(2);
 #[derive(Debug)]
 pub struct AccessLog {
     thread: JoinHandle<WriteStats>,
+    loss: Arc<LossCounters>,
+}
+
+/// Write failures and the lines they lost, live, for the admin endpoint.
+#[derive(Debug, Default)]
+pub struct LossCounters {
+    errors: AtomicU64,
+    lost: AtomicU64,
 }
 
 /// What the writer did over its life.
@@ -54,6 +65,8 @@ pub struct WriteStats {
     pub lines: u64,
     /// Writes or flushes that failed.
     pub errors: u64,
+    /// Lines formatted but not written whole, because a write failed.
+    pub lost: u64,
 }
 
 /// Counts events dropped since the last look.
@@ -120,10 +133,17 @@ impl AccessLog {
     ) -> io::Result<AccessLog> {
         let mut writer = Writer::new(format, out, cloudwatch);
         writer.metrics = metrics;
+        let loss = writer.loss.clone();
         let thread = std::thread::Builder::new()
             .name("egret-access-log".to_owned())
             .spawn(move || write_events(&events, writer))?;
-        Ok(AccessLog { thread })
+        Ok(AccessLog { thread, loss })
+    }
+
+    /// Returns the live count of failed writes and lost lines.
+    #[must_use]
+    pub fn loss(&self) -> Arc<LossCounters> {
+        self.loss.clone()
     }
 
     /// Waits for the writer to end: every sender must be dropped first.
@@ -144,6 +164,20 @@ impl AccessLog {
     }
 }
 
+impl LossCounters {
+    /// Returns how many writes or flushes failed so far.
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Returns how many lines were lost to failed writes so far.
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
+
 impl DropCounter {
     /// Returns how many more events were dropped than at the last look, if any.
     pub fn observe(&mut self, total: u64) -> Option<u64> {
@@ -153,15 +187,19 @@ impl DropCounter {
     }
 }
 
-/// The writer's state: the buffer, the line being formatted, and error accounting.
+/// The writer's state: the buffer of whole lines, the line being formatted, and error
+/// accounting.
 struct Writer {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
+    buffer: Vec<u8>,
     format: LogFormat,
     cloudwatch: Option<Feed>,
     metrics: Option<Arc<RecordMetrics>>,
     line: String,
     stats: WriteStats,
+    loss: Arc<LossCounters>,
     unreported: u64,
+    unreported_lost: u64,
     last_report: Option<Instant>,
 }
 
@@ -182,13 +220,16 @@ fn write_events(events: &Receiver<Event>, mut writer: Writer) -> WriteStats {
 impl Writer {
     fn new(format: LogFormat, out: Box<dyn Write + Send>, cloudwatch: Option<Feed>) -> Writer {
         Writer {
-            out: BufWriter::with_capacity(BUFFER_BYTES, out),
+            out,
+            buffer: Vec::with_capacity(BUFFER_BYTES),
             format,
             cloudwatch,
             metrics: None,
             line: String::with_capacity(512),
             stats: WriteStats::default(),
+            loss: Arc::new(LossCounters::default()),
             unreported: 0,
+            unreported_lost: 0,
             last_report: None,
         }
     }
@@ -210,31 +251,54 @@ impl Writer {
         if let Some(metrics) = &self.metrics {
             metrics.record(record);
         }
-        let result = self.out.write_all(self.line.as_bytes());
-        self.check(result);
+        if self.buffer.len() + self.line.len() > BUFFER_BYTES {
+            self.flush();
+        }
+        self.buffer.extend_from_slice(self.line.as_bytes());
     }
 
+    /// Writes the buffer out. On a failure the lines not written whole are counted as lost and
+    /// the buffer is discarded: retrying it would only grow it while the disk stays full.
     fn flush(&mut self) {
-        let result = self.out.flush();
-        self.check(result);
-    }
-
-    fn check(&mut self, result: io::Result<()>) {
+        let mut written = 0;
+        let result = loop {
+            if written == self.buffer.len() {
+                break self.out.flush();
+            }
+            match self.out.write(&self.buffer[written..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let lost = self.buffer[written..]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count() as u64;
+        self.buffer.clear();
         let Err(error) = result else {
             return;
         };
         self.stats.errors += 1;
+        self.stats.lost += lost;
+        self.loss.errors.fetch_add(1, Ordering::Relaxed);
+        self.loss.lost.fetch_add(lost, Ordering::Relaxed);
         self.unreported += 1;
+        self.unreported_lost += lost;
         let now = Instant::now();
         if self
             .last_report
             .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
         {
             tracing::warn!(
-                "access log write failed ({} failure(s) since the last report): {error}",
-                self.unreported
+                "access log write failed: {error} ({} failure(s) and {} line(s) lost since the \
+                 last report)",
+                self.unreported,
+                self.unreported_lost
             );
             self.unreported = 0;
+            self.unreported_lost = 0;
             self.last_report = Some(now);
         }
     }
@@ -243,8 +307,9 @@ impl Writer {
         self.flush();
         if self.unreported > 0 {
             tracing::warn!(
-                "access log write failed {} more time(s) before the end",
-                self.unreported
+                "access log write failed {} more time(s) before the end; {} more line(s) lost",
+                self.unreported,
+                self.unreported_lost
             );
         }
         self.stats

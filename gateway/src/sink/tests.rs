@@ -23,7 +23,8 @@ fn squid_lines_are_appended_to_the_file() {
         stats,
         WriteStats {
             lines: 2,
-            errors: 0
+            errors: 0,
+            lost: 0
         }
     );
     let text = std::fs::read_to_string(&path).unwrap();
@@ -113,10 +114,49 @@ fn write_errors_are_counted_and_never_stop_the_writer() {
     for _ in 0..3 {
         sink.send(Event::Closed(tunnel()));
     }
+    let loss = log.loss();
     drop(sink);
     let stats = log.join();
     assert_eq!(stats.lines, 3);
     assert!(stats.errors >= 1, "{stats:?}");
+    assert_eq!(stats.lost, 3, "{stats:?}");
+    assert_eq!((loss.errors(), loss.lost()), (stats.errors, 3));
+}
+
+#[test]
+fn a_disk_that_fills_mid_line_loses_only_the_lines_not_written_whole() {
+    // Room for the first line and part of the second, as a disk filling up leaves.
+    let first = {
+        let mut line = String::new();
+        egret_core::format::squid(&tunnel(), &mut line);
+        line.len()
+    };
+    let shared = Shared::default();
+    let out = Filling {
+        room: first + 10,
+        inner: shared.clone(),
+    };
+    let (sink, rx) = EventSink::channel(16);
+    // One batch: the writer flushes only once the three lines are queued.
+    for _ in 0..3 {
+        sink.send(Event::Closed(tunnel()));
+    }
+    let log = AccessLog::spawn(rx, LogFormat::Squid, Box::new(out)).unwrap();
+    drop(sink);
+    let stats = log.join();
+    assert_eq!(
+        stats,
+        WriteStats {
+            lines: 3,
+            errors: 1,
+            lost: 2
+        }
+    );
+    assert_eq!(
+        shared.text().lines().count(),
+        2,
+        "one whole line and a partial one"
+    );
 }
 
 #[test]
@@ -149,6 +189,27 @@ struct Full;
 impl Write for Full {
     fn write(&mut self, _: &[u8]) -> io::Result<usize> {
         Err(io::Error::from(io::ErrorKind::StorageFull))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A writer that takes `room` bytes, then fails as a full disk does.
+struct Filling {
+    room: usize,
+    inner: Shared,
+}
+
+impl Write for Filling {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.room == 0 {
+            return Err(io::Error::from(io::ErrorKind::StorageFull));
+        }
+        let n = bytes.len().min(self.room);
+        self.room -= n;
+        self.inner.write(&bytes[..n])
     }
 
     fn flush(&mut self) -> io::Result<()> {

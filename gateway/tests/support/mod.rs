@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod moto;
+pub(crate) mod reliability;
 
 /// Returns a loopback port that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
