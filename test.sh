@@ -77,4 +77,4 @@ cargo test --workspace --locked
 # target also runs for a short, bounded time from its corpus (cargo-fuzz is installed from
 # crates.io at the pinned version when missing). No sanitizer: the core has no unsafe code,
 # and the build takes about 2 minutes here instead of about 10. Longer runs: FUZZ_SECONDS=300 fuzz/run.sh (see the script).
-FUZZ_SECONDS="${EGRET_FUZZ_SECONDS:-20}" FUZZ_SANITIZER=none fuzz/run.sh
+FUZZ_SECONDS="${EGRET_FUZZ_SECONDS:-20}" FUZZ_SANITIZER=none FUZZ_QUIET=1 fuzz/run.sh

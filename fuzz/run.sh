@@ -12,7 +12,8 @@
 # FUZZ_MERGE=1, so a plain run leaves the committed corpus as it is. cargo-fuzz is installed
 # from crates.io at the pinned version when missing. It needs nightly compiler flags; on a
 # stable toolchain RUSTC_BOOTSTRAP=1 unlocks them. FUZZ_SANITIZER picks the sanitizer
-# (default address; `none` runs faster).
+# (default address; `none` runs faster). FUZZ_QUIET=1 keeps libFuzzer's running output in
+# fuzz/target/logs/<target>.log and prints its final figures only (all of it on a crash).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -51,10 +52,19 @@ for target in "${targets[@]}"; do
     mkdir -p "$work/$target" "corpus/$target"
     echo "run.sh: fuzzing $target for ${seconds}s" >&2
     # libFuzzer stops itself after -max_total_time; `timeout` bounds a run that would not.
-    if ! timeout --kill-after=30 $((seconds + 300)) \
-        cargo fuzz run --sanitizer "$sanitizer" "$target" \
-        "$work/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1; then
+    run_target=(timeout --kill-after=30 $((seconds + 300))
+        cargo fuzz run --sanitizer "$sanitizer" "$target" "$work/$target" "corpus/$target" --
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1)
+    if [[ ${FUZZ_QUIET:-0} == 1 ]]; then
+        mkdir -p target/logs
+        log=target/logs/$target.log
+        if ! "${run_target[@]}" >"$log" 2>&1; then
+            cat "$log" >&2
+            failed+=("$target")
+            continue
+        fi
+        grep -E '^(stat::|Done )' "$log" >&2 || true
+    elif ! "${run_target[@]}"; then
         failed+=("$target")
         continue
     fi
