@@ -352,11 +352,11 @@ async fn reloads(runtime: &'static str, duration: Duration) {
     let addr = gateway.addr();
     let reloads_before = gateway.metric("egret_policy_reloads_ok_total");
 
-    // The writer: the whole file replaced every 100 ms, each time with other entries. It is
-    // replaced atomically (written beside it, then renamed over it), as configuration
-    // management does: a rewrite in place (`echo … > list`) can be read between its
-    // truncation and its write, and the gateway would publish that empty list (see
-    // RELIABILITY.md).
+    // The writer: the whole file replaced every 100 ms, each time with other entries, in turn
+    // atomically (written beside it, then renamed over it, as configuration management does)
+    // and in place (truncated, then written, as `echo … > list` does). A reload that reads
+    // the file between the truncation and the write finds it empty and keeps the last good
+    // list (see RELIABILITY.md); before that rule it published the empty list.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -365,9 +365,13 @@ async fn reloads(runtime: &'static str, duration: Duration) {
             let mut generation = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 generation += 1;
-                let next = list.with_extension("next");
-                std::fs::write(&next, allowlist_generation(generation)).unwrap();
-                std::fs::rename(&next, &list).unwrap();
+                if generation % 2 == 0 {
+                    let next = list.with_extension("next");
+                    std::fs::write(&next, allowlist_generation(generation)).unwrap();
+                    std::fs::rename(&next, &list).unwrap();
+                } else {
+                    std::fs::write(&list, allowlist_generation(generation)).unwrap();
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             generation

@@ -93,6 +93,11 @@ pub struct Reloader {
     remote: Remote,
 }
 
+/// Why a zero-byte list file is refused.
+const EMPTY_FILE: &str = "it is empty (zero bytes), as a file being rewritten in place is \
+    for a moment, so it is not taken as a list; to list nothing on purpose, leave a comment \
+    line in it";
+
 /// Loads the configuration and builds the policy it describes. Fails with every problem found:
 /// an invalid configuration does not keep the allowlist from being checked too.
 pub fn load(source: &ConfigSource) -> Result<(Config, Loaded), Vec<LoadError>> {
@@ -135,6 +140,12 @@ pub fn build_policy(
     }
     for path in &config.allowlist.files {
         match std::fs::read_to_string(path) {
+            // `echo ... > list` truncates before it writes: a reload in between must not
+            // publish an empty list (every destination denied) for a moment.
+            Ok(text) if text.is_empty() => problems.push(LoadError::File {
+                path: path.clone(),
+                error: std::io::Error::new(std::io::ErrorKind::InvalidData, EMPTY_FILE),
+            }),
             Ok(text) => builder.add_text(&text, &path.display().to_string()),
             Err(error) => problems.push(LoadError::File {
                 path: path.clone(),

@@ -236,6 +236,41 @@ fn diffs_name_a_bounded_number_of_entries() {
     assert!(long.ends_with("h9.example and 2 more"), "{long}");
 }
 
+#[test]
+fn a_zero_byte_list_file_is_a_failed_reload_and_a_comment_only_one_empties_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(dir.path(), "list.txt", "a.example\n");
+    let config = write(
+        dir.path(),
+        "egret.toml",
+        "[allowlist]\nfiles = [\"list.txt\"]\n",
+    );
+    let source = source(&config, &[]);
+    let (running, loaded) = load(&source).unwrap();
+    let store = PolicyStore::new(loaded.policy);
+    let mut reloader = Reloader::new(source.clone(), running, store.clone(), Remote::default());
+
+    // Caught between the truncation and the write of `echo ... > list.txt`.
+    std::fs::write(&list, "").unwrap();
+    let Reload::Failed(problems) = reloader.reload_now() else {
+        panic!("a zero-byte file was taken as an empty list");
+    };
+    assert!(
+        problems[0].contains("list.txt: cannot read the list file: it is empty"),
+        "{problems:?}"
+    );
+    assert_eq!(entries(&store.load()), ["a.example"]);
+    assert!(load(&source).is_err(), "nor does it start with one");
+
+    std::fs::write(&list, "# nothing allowed for now\n").unwrap();
+    let reload = reloader.reload_now();
+    assert!(
+        matches!(reload, Reload::Published { entries: 0, .. }),
+        "{reload:?}"
+    );
+    assert!(entries(&store.load()).is_empty());
+}
+
 fn source(config: &Path, allow: &[&str]) -> ConfigSource {
     ConfigSource {
         path: Some(config.to_owned()),
