@@ -33,7 +33,11 @@ pub(crate) async fn run(
 ) {
     let mut up = Direction::new(client, upstream, Peer::Client);
     let mut down = Direction::new(upstream, client, Peer::Upstream);
-    let mut shutdown_seen = shutdown.borrow().is_some();
+    // Not `shutdown.borrow().is_some()`: a drain that began while the session was performing
+    // actions (the Splice among them) has not been handed to core yet, and taking it as seen
+    // left the tunnel open past the drain deadline. `changed()` fires for a value this
+    // receiver has not marked seen (drive.rs marks what it hands over), and only for that.
+    let mut shutdown_seen = false;
     loop {
         if up.done && down.done {
             session.handle_splice_end(Instant::now(), SpliceEnd::Finished);

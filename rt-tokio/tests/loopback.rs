@@ -105,6 +105,40 @@ fn shutdown_stops_accepting_and_closes_open_tunnels_at_the_deadline() {
     server.wait();
 }
 
+/// A drain that begins while the session is turning its first tunnel bytes into a splice
+/// must still close the tunnel at the deadline (it once slipped between the two and the tunnel
+/// stayed open until its idle timeout). The race is narrow, so it is run many times.
+#[test]
+fn a_drain_racing_the_start_of_a_splice_still_closes_the_tunnel_at_the_deadline() {
+    let echo = echo_server();
+    for round in 0..40 {
+        let (server, events) = start(&["origin.test"], echo.port());
+        let mut client = connect(server.as_ref());
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        write!(
+            client,
+            "CONNECT origin.test:{} HTTP/1.1\r\n\r\n",
+            echo.port()
+        )
+        .unwrap();
+        read_until(&mut client, b"\r\n\r\n");
+        // Non-TLS bytes: the session splices them; the drain starts at the same moment.
+        client.write_all(b"x").unwrap();
+        server.shutdown(Duration::from_millis(20));
+        let mut rest = Vec::new();
+        let ended = client.read_to_end(&mut rest);
+        assert!(
+            ended.is_ok(),
+            "round {round}: the tunnel outlived the drain deadline: {ended:?}"
+        );
+        let closed = wait_closed(&events);
+        assert_eq!(closed.reason, egret_core::Reason::Shutdown, "round {round}");
+        server.wait();
+    }
+}
+
 fn start(entries: &[&str], port: u16) -> (Box<dyn Server>, std::sync::mpsc::Receiver<Event>) {
     let list = Allowlist::compile(entries.iter().map(|e| Entry::parse(e).unwrap().0));
     let settings = PolicySettings {
