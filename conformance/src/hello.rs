@@ -1,15 +1,15 @@
 //! ClientHellos built for the shapes no client sends on purpose: several names, odd names,
-//! odd record framing, oversized hellos.
+//! odd record framing, oversized hellos. Shared by the hostile cases and core's tests.
 
 /// The `server_name` extension type (RFC 6066 §3).
-pub(crate) const SNI: u16 = 0;
+pub const SNI: u16 = 0;
 /// The `encrypted_client_hello` extension type.
-pub(crate) const ECH: u16 = 0xfe0d;
+pub const ECH: u16 = 0xfe0d;
 /// The `padding` extension type (RFC 7685).
-pub(crate) const PADDING: u16 = 21;
+pub const PADDING: u16 = 21;
 
 /// Returns the handshake message of a TLS 1.3-shaped ClientHello with `extensions`.
-pub(crate) fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+pub fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut body = vec![0x03, 0x03];
     body.extend_from_slice(&[7u8; 32]); // random
     body.push(0); // session id
@@ -30,7 +30,7 @@ pub(crate) fn client_hello(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// Returns a `server_name` extension listing `names`, each as (name type, bytes).
-pub(crate) fn sni_typed(names: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
+pub fn sni_typed(names: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
     let mut list = Vec::new();
     for (kind, name) in names {
         list.push(*kind);
@@ -43,13 +43,13 @@ pub(crate) fn sni_typed(names: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
 }
 
 /// Returns a `server_name` extension listing `names` as host_name entries.
-pub(crate) fn sni(names: &[&str]) -> (u16, Vec<u8>) {
+pub fn sni(names: &[&str]) -> (u16, Vec<u8>) {
     let typed: Vec<(u8, &[u8])> = names.iter().map(|n| (0, n.as_bytes())).collect();
     sni_typed(&typed)
 }
 
 /// Returns `handshake` framed in handshake records of at most `size` bytes each.
-pub(crate) fn records(handshake: &[u8], size: usize) -> Vec<u8> {
+pub fn records(handshake: &[u8], size: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for chunk in handshake.chunks(size.max(1)) {
         out.extend_from_slice(&[0x16, 0x03, 0x01]);
@@ -59,8 +59,22 @@ pub(crate) fn records(handshake: &[u8], size: usize) -> Vec<u8> {
     out
 }
 
+/// Returns the handshake bytes carried by the records of a captured hello (a truncated last
+/// record contributes what it has).
+#[must_use]
+pub fn handshake_of(records: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    while let [_, _, _, high, low, body @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*high, *low])).min(body.len());
+        out.extend_from_slice(&body[..len]);
+        rest = &body[len..];
+    }
+    out
+}
+
 /// Returns a whole hello in one record naming `names`.
-pub(crate) fn hello_for(names: &[&str]) -> Vec<u8> {
+pub fn hello_for(names: &[&str]) -> Vec<u8> {
     records(&client_hello(&[sni(names)]), 16384)
 }
 

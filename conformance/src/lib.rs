@@ -10,6 +10,7 @@
 pub mod case;
 pub mod cases;
 pub mod client;
+pub mod hello;
 pub mod hostile;
 pub mod live;
 pub mod netns;

@@ -6,7 +6,6 @@
 //! Every case states its outcome exactly (status and `X-Squid-Error`, the TLS alert and a
 //! close, or a tunnel that echoes), and every deny or 400 names the access record it leaves.
 
-mod hello;
 mod host;
 mod proxy;
 mod smuggling;

@@ -9,9 +9,9 @@ use std::time::Duration;
 use crate::case::{Case, LogExpect, Step};
 use crate::cases::{case, log, reply, send};
 
-use super::hello::{ECH, PADDING, SNI, client_hello, hello_for, records, sni, sni_typed};
 use super::{ALERT, name};
 use crate::case::MAX_HEADER_BYTES;
+use crate::hello::{ECH, PADDING, SNI, client_hello, hello_for, records, sni, sni_typed};
 
 /// A ClientHello from curl naming `allowed.test`.
 const CURL_ALLOWED: &[u8] =
