@@ -572,17 +572,34 @@ impl Origins {
 
 /// Returns a loopback port that is free now and was not handed out before in this process:
 /// the runtimes' live runs start side by side, and two gateways given one port would fail
-/// to start (or, with `SO_REUSEPORT`, share it).
-fn unclaimed_port() -> io::Result<u16> {
+/// to start (or, with `SO_REUSEPORT`, share it). The port is below the kernel's ephemeral
+/// range, so that no `connect` (the other runs' clients and upstream connections) takes it
+/// as its source port between now and the gateway's bind, which then failed now and then.
+pub fn unclaimed_port() -> io::Result<u16> {
     static CLAIMED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut claimed = CLAIMED.lock().unwrap_or_else(PoisonError::into_inner);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if !claimed.contains(&port) {
+    let below = ephemeral_low().clamp(12_000, 32_768);
+    let span = below - 10_000;
+    let start = 10_000 + u16::try_from(std::process::id() % u32::from(span)).unwrap_or(0);
+    let candidates = (start..below).chain(10_000..start);
+    for port in candidates {
+        if !claimed.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             claimed.push(port);
             return Ok(port);
         }
     }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no free loopback port between 10000 and {below}"),
+    ))
+}
+
+/// Returns the first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Serves the HTTP origin model on a loopback port; returns the port.
