@@ -75,7 +75,7 @@ pub struct Driver {
     splicing: bool,
     /// The last `Resolve`'s ticket.
     resolve: Option<Ticket>,
-    /// The last `Connect`.
+    /// The last `Connect` whose outcome has not been reported yet.
     connect: Option<(Ticket, SocketAddr)>,
     /// Every ticket issued.
     tickets: Vec<Ticket>,
@@ -231,6 +231,11 @@ impl Driver {
     /// Reports the outcome of a `Connect` by ticket.
     pub fn connected(&mut self, ticket: Ticket, result: Result<(), ConnectError>) {
         let current = self.connect.is_some_and(|(t, _)| t == ticket);
+        if current {
+            // A runtime reports a connect's outcome once: later reports of this ticket are
+            // stale ones, and never open an upstream (which a Disconnect may have closed).
+            self.connect = None;
+        }
         if current && result.is_ok() {
             self.upstream_open = true;
             self.eof[Peer::Upstream as usize] = false;
