@@ -268,12 +268,7 @@ fn not_a_client_hello_is_denied() {
         let mut h = tls(&["allowed.test"], settings());
         h.client(bytes);
         assert_eq!(h.written_to_client(), ALERT, "{detail}");
-        let closed = h.only_closed();
-        assert_eq!(
-            closed.access,
-            Some(Access::Denied(DenyReason::InvalidHello))
-        );
-        assert_eq!(closed.detail, Some(detail));
+        denied_as_invalid(&h.only_closed(), detail);
     }
 }
 
@@ -542,12 +537,7 @@ fn a_tunnel_starting_with_another_tls_record_is_closed_with_the_alert() {
         h.client(&rest);
         assert_eq!(h.written_to_client(), ALERT, "{first:?}");
         assert!(h.pending(Peer::Upstream).is_empty(), "{first:?}");
-        let closed = h.only_closed();
-        assert_eq!(closed.detail, Some("unexpected_record"));
-        assert_eq!(
-            closed.access,
-            Some(Access::Denied(DenyReason::InvalidHello))
-        );
+        denied_as_invalid(&h.only_closed(), "unexpected_record");
     }
 }
 
@@ -611,12 +601,7 @@ fn a_partial_hello_then_a_half_close_inside_a_tunnel_is_denied() {
         h.pending(Peer::Upstream).is_empty(),
         "no byte of the unjudged hello reached the upstream"
     );
-    let closed = h.only_closed();
-    assert_eq!(closed.detail, Some("incomplete_hello"));
-    assert_eq!(
-        closed.access,
-        Some(Access::Denied(DenyReason::InvalidHello))
-    );
+    denied_as_invalid(&h.only_closed(), "incomplete_hello");
 }
 
 #[test]
@@ -629,12 +614,7 @@ fn a_hello_with_an_empty_server_name_list_inside_a_tunnel_is_denied() {
     ));
     assert_eq!(h.written_to_client(), ALERT);
     assert!(h.pending(Peer::Upstream).is_empty());
-    let closed = h.only_closed();
-    assert_eq!(
-        closed.access,
-        Some(Access::Denied(DenyReason::InvalidHello))
-    );
-    assert_eq!(closed.detail, Some("empty_sni_list"));
+    denied_as_invalid(&h.only_closed(), "empty_sni_list");
 }
 
 #[test]
@@ -645,12 +625,7 @@ fn an_intercepted_hello_with_an_empty_server_name_list_is_denied_as_invalid() {
         16384,
     ));
     assert_eq!(h.written_to_client(), ALERT);
-    let closed = h.only_closed();
-    assert_eq!(
-        closed.access,
-        Some(Access::Denied(DenyReason::InvalidHello))
-    );
-    assert_eq!(closed.detail, Some("empty_sni_list"));
+    denied_as_invalid(&h.only_closed(), "empty_sni_list");
 }
 
 #[test]
@@ -713,4 +688,13 @@ fn h_policy() -> egret_core::policy::Policy {
             .map(|e| egret_core::policy::Entry::parse(e).expect("entry").0),
     );
     egret_core::policy::Policy::new(list, settings())
+}
+
+/// Checks that a session was denied as an invalid hello, for `detail`.
+fn denied_as_invalid(closed: &egret_core::Closed, detail: &str) {
+    assert_eq!(closed.detail, Some(detail));
+    assert_eq!(
+        closed.access,
+        Some(Access::Denied(DenyReason::InvalidHello))
+    );
 }
